@@ -1,0 +1,5 @@
+"""Lightning callbacks of litzoo's own."""
+
+from callbacks.learning_curve import LearningCurvePlot, plot_metrics_csv
+
+__all__ = ["LearningCurvePlot", "plot_metrics_csv"]

@@ -1,0 +1,74 @@
+"""Datasets held in memory as tensors and batched by index: one fancy-indexing call per batch,
+no per-sample Python work. DataLoader samplers still choose the indices, so Lightning's
+DistributedSampler gives each DDP rank a disjoint shard."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class TensorBatches(Dataset):
+    """Equal-length tensors fetched a whole batch at a time through ``__getitems__``."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("TensorBatches needs one or more tensors of equal length")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(t[index] for t in self.tensors)
+
+
+def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """collate_fn for TensorBatches: the batch is already stacked."""
+    return batch
+
+
+def random_split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
+    """Disjoint index sets of the given sizes, fixed by `seed`."""
+    if sum(sizes) > n:
+        raise ValueError(f"splits of sizes {list(sizes)} need {sum(sizes)} samples, only {n} exist")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(torch.split(order[: sum(sizes)], list(sizes)))
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base for datamodules whose splits fit in memory: subclasses fill ``self.splits``."""
+
+    def __init__(self, batch_size: int, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.splits: dict[str, TensorBatches] = {}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.splits:
+            raise RuntimeError(f"{type(self).__name__} has no {split!r} split; call setup() first")
+        return DataLoader(
+            self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=keep_batch
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

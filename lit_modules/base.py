@@ -1,0 +1,145 @@
+"""Shared bases: optimizer and schedule from hyperparameters, checkpoints that know which class
+wrote them, and a classifier base that makes a new image classifier a few lines."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerName = Literal["sgd", "adam", "adamw"]
+SchedulerName = Literal["constant", "cosine", "onecycle"]
+
+
+class HyperparameterError(ValueError):
+    """A hyperparameter outside its valid range; the message names it and the range."""
+
+
+def check_positive(**values: float) -> None:
+    """Raise a HyperparameterError naming the first hyperparameter that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise HyperparameterError(f"{name} must be > 0, got {value}")
+
+
+def check_non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise HyperparameterError(f"{name} must be >= 0, got {value}")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint written by a different model class than the one loading it."""
+
+
+class ZooModule(L.LightningModule):
+    """Base of every litzoo model: typed hyperparameters saved with the checkpoint, the
+    optimizer and LR schedule chosen by them, and a guard against loading another model's
+    checkpoint."""
+
+    def __init__(
+        self,
+        lr: float = 0.1,
+        optimizer: OptimizerName = "sgd",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        scheduler: SchedulerName = "constant",
+    ) -> None:
+        """
+        Args:
+            lr: learning rate (the peak rate for the onecycle schedule).
+            optimizer: sgd, adam or adamw.
+            momentum: SGD momentum (ignored by adam/adamw).
+            weight_decay: L2 penalty (decoupled for adamw).
+            scheduler: constant, cosine (annealed to 0 per step) or onecycle.
+        """
+        super().__init__()
+        check_positive(lr=lr)
+        check_non_negative(momentum=momentum, weight_decay=weight_decay)
+        self.save_hyperparameters()
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "constant":
+            return opt
+        steps = int(self.trainer.estimated_stepping_batches)
+        if hp.scheduler == "cosine":
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        else:
+            schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    @classmethod
+    def class_path(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["litzoo_class_path"] = self.class_path()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("litzoo_class_path")
+        if saved is not None and saved != self.class_path():
+            raise CheckpointMismatchError(
+                f"this checkpoint was written by {saved}, not {self.class_path()}: load it with "
+                f"that model (the CLI picks it when --model is left out)."
+            )
+
+
+class ClassifierModule(ZooModule):
+    """Cross-entropy classifier with torchmetrics accuracy. Subclasses build ``self.net``
+    (logits from a batch of inputs); everything else is here."""
+
+    net: nn.Module
+
+    def __init__(self, num_classes: int = 10, **kwargs: Any) -> None:
+        """
+        Args:
+            num_classes: number of output classes (the CLI takes it from the data).
+        """
+        super().__init__(**kwargs)
+        check_positive(num_classes=num_classes)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def _evaluate(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy
+    ) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y))
+        accuracy.update(logits, y)
+        self.log(f"{stage}/acc", accuracy)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """Class probabilities for the batch's inputs."""
+        return self(batch[0]).softmax(dim=-1)
