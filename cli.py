@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,11 +128,12 @@ def _newest_checkpoint(run_name: str, which: str) -> Path:
     return found[-1]
 
 
-def plan_run(argv: list[str]) -> RunPlan:
+def plan_run(argv: list[str], with_subcommand: bool = True) -> RunPlan:
     """Translate registry names in `argv` (options and --config files) to class paths, default
-    --data to the model's entry, and resolve --ckpt_path last|best to a file."""
+    --data to the model's entry, and resolve --ckpt_path last|best to a file. Without a
+    subcommand (LitzooCLI(run=False)) the options start at the first argument."""
     args = list(argv)
-    sub = next((i for i, a in enumerate(args) if a in SUBCOMMANDS), None)
+    sub = next((i for i, a in enumerate(args) if a in SUBCOMMANDS), None) if with_subcommand else -1
     if sub is None:
         return RunPlan(args)
     values: dict[str, Any] = {}
@@ -215,11 +217,25 @@ def _has_attribute(cls: type, name: str) -> bool:
     return any(name in vars(klass) for klass in cls.__mro__)
 
 
+def _setting_error(err: BaseException) -> ValueError | None:
+    """The ValueError a model or datamodule raised for a bad argument, if `err` wraps one."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        raised_in = (
+            traceback.extract_tb(err.__traceback__)[-1].filename if err.__traceback__ else ""
+        )
+        if isinstance(err, ValueError) and "jsonargparse" not in raised_in:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 class LitzooCLI(LightningCLI):
     """LightningCLI with registry names, entry-driven checkpointing and runs under runs/<model>/."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
-        self.plan = plan_run(sys.argv[1:] if args is None else list(args))
+        self.plan = plan_run(sys.argv[1:] if args is None else list(args), with_subcommand=run)
         super().__init__(
             model_class=L.LightningModule,
             datamodule_class=L.LightningDataModule,
@@ -261,15 +277,26 @@ class LitzooCLI(LightningCLI):
         for name in self.plan.linked_args:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    def instantiate_classes(self) -> None:
+        """Instantiate as LightningCLI does, but report a rejected setting by its own message
+        instead of jsonargparse's wrapper around it."""
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            cause = _setting_error(err)
+            if cause is None:
+                raise
+            raise UsageError(f"invalid setting: {cause}") from err
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self.config[self.subcommand] if self.subcommand else self.config
         patience = config.get("early_stopping_patience")
         if patience is not None:
-            trainer_callbacks = self.config_init[self.subcommand]["trainer"].get("callbacks") or []
+            config_init = self.config_init[self.subcommand] if self.subcommand else self.config_init
             early_stop = EarlyStopping(
                 monitor=config.checkpoint.monitor, mode=config.checkpoint.mode, patience=patience
             )
-            kwargs["callbacks"] = [*trainer_callbacks, early_stop]
+            kwargs["callbacks"] = [*(config_init.trainer.get("callbacks") or []), early_stop]
         return super().instantiate_trainer(**kwargs)
 
 

@@ -1,0 +1,236 @@
+"""The download layer (cache, mirror, checksum, atomic writes, offline errors, safe zips) and
+the datamodules (IDX parsing of the real files, fixed splits, batching by index)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import shutil
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.download import (
+    ChecksumError,
+    DataError,
+    DataUnavailableError,
+    RemoteFile,
+    extract_zip,
+    fetch,
+    fetch_all,
+)
+from datamodules.images import DigitsData, FashionMNISTData, MNISTData, read_idx
+from datamodules.in_memory import TensorBatches
+from datamodules.synthetic import SyntheticRegressionData
+
+# The mirror the whole suite reads (conftest defaults it to ../shared/data), read before any
+# test points LITZOO_MIRROR elsewhere.
+SHARED_MIRROR = Path(os.environ["LITZOO_MIRROR"].split(":")[0])
+PAYLOAD = b"litzoo test payload\n" * 100
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def closed_port_url(name: str) -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{name}"
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """An empty cache and an empty mirror of this test's own."""
+    cache, mirror = tmp_path / "cache", tmp_path / "mirror"
+    (mirror / "toy").mkdir(parents=True)
+    monkeypatch.setenv("LITZOO_DATA", str(cache))
+    monkeypatch.setenv("LITZOO_MIRROR", str(mirror))
+    return cache, mirror
+
+
+def toy_file(url: str | None = None, sha256: str = PAYLOAD_SHA) -> RemoteFile:
+    return RemoteFile("toy", "payload.bin", url or closed_port_url("payload.bin"), sha256)
+
+
+def test_mirror_is_used_before_the_url(isolated) -> None:
+    cache, mirror = isolated
+    (mirror / "toy" / "payload.bin").write_bytes(PAYLOAD)
+    path = fetch(toy_file())
+    assert path == cache / "toy" / "payload.bin"
+    assert path.read_bytes() == PAYLOAD
+    assert not list(path.parent.glob("*.part"))
+
+
+def test_checksum_mismatch_in_the_mirror_is_refused(isolated) -> None:
+    cache, mirror = isolated
+    (mirror / "toy" / "payload.bin").write_bytes(PAYLOAD + b"tampered")
+    with pytest.raises(ChecksumError) as err:
+        fetch(toy_file())
+    assert "payload.bin" in str(err.value) and "SHA-256" in str(err.value)
+    assert not (cache / "toy" / "payload.bin").exists()
+
+
+def test_corrupt_cached_file_is_never_reused(isolated) -> None:
+    cache, mirror = isolated
+    (cache / "toy").mkdir(parents=True)
+    (cache / "toy" / "payload.bin").write_bytes(b"half a file")
+    (mirror / "toy" / "payload.bin").write_bytes(PAYLOAD)
+    with pytest.raises(ChecksumError, match="Delete"):
+        fetch(toy_file())
+
+
+def test_offline_error_says_what_to_fetch_and_where(isolated) -> None:
+    cache, _ = isolated
+    file = toy_file()
+    with pytest.raises(DataUnavailableError) as err:
+        fetch_all([file])
+    message = str(err.value)
+    assert file.url in message
+    assert str(cache / "toy" / "payload.bin") in message
+    assert "LITZOO_MIRROR" in message and PAYLOAD_SHA in message
+
+
+@pytest.fixture
+def http_mirror(tmp_path):
+    """A local http.server on 127.0.0.1 serving a directory; yields (directory, base URL)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_over_http_is_verified_and_cached(isolated, http_mirror) -> None:
+    cache, _ = isolated
+    root, base = http_mirror
+    (root / "payload.bin").write_bytes(PAYLOAD)
+    path = fetch(toy_file(base + "payload.bin"))
+    assert path.read_bytes() == PAYLOAD
+    (root / "payload.bin").unlink()  # a second fetch is served by the cache
+    assert fetch(toy_file(base + "payload.bin")).read_bytes() == PAYLOAD
+
+
+def test_bad_download_leaves_nothing_that_passes_for_whole(isolated, http_mirror) -> None:
+    cache, _ = isolated
+    root, base = http_mirror
+    (root / "payload.bin").write_bytes(PAYLOAD[:100])
+    with pytest.raises(ChecksumError):
+        fetch(toy_file(base + "payload.bin"))
+    assert list((cache / "toy").iterdir()) == []
+
+
+def test_real_mirror_files_download_through_http(isolated, http_mirror) -> None:
+    """The canonical Fashion-MNIST label file, served over HTTP, passes its pinned SHA-256."""
+    root, base = http_mirror
+    labels = FashionMNISTData.files[3]
+    shutil.copy(SHARED_MIRROR / labels.relpath, root / labels.name)
+    served = RemoteFile(labels.dataset, labels.name, base + labels.name, labels.sha256)
+    assert read_idx(fetch(served)).shape == (10000,)
+
+
+def test_zip_extraction_refuses_paths_outside_the_target(tmp_path) -> None:
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok.txt", "fine")
+        zf.writestr("../escaped.txt", "evil")
+    with pytest.raises(DataError, match="outside"):
+        extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "out" / "ok.txt").exists()
+
+
+def test_zip_extraction(tmp_path) -> None:
+    archive = tmp_path / "good.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("fra-eng/fra.txt", "Go.\tVa !\n")
+    out = extract_zip(archive, tmp_path / "out")
+    assert (out / "fra-eng" / "fra.txt").read_text() == "Go.\tVa !\n"
+
+
+def test_truncated_idx_file_is_a_clear_error(tmp_path) -> None:
+    bad = tmp_path / "bad-idx1-ubyte"
+    bad.write_bytes(b"\0\0\x08\x01" + (10).to_bytes(4, "big") + b"\x01\x02")
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(bad)
+    bad.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(DataError, match="not an IDX"):
+        read_idx(bad)
+
+
+@pytest.mark.parametrize("cls", [FashionMNISTData, MNISTData])
+def test_idx_datasets_parse_the_real_files(cls) -> None:
+    data = cls()
+    data.prepare_data()
+    data.setup("fit")
+    x_train, y_train = data.splits["train"].tensors
+    x_val, _ = data.splits["val"].tensors
+    x_test, y_test = data.splits["test"].tensors
+    assert x_train.shape == (55000, 1, 28, 28) and x_train.dtype == torch.uint8
+    assert x_val.shape == (5000, 1, 28, 28)
+    assert x_test.shape == (10000, 1, 28, 28)
+    assert set(y_train.unique().tolist()) == set(range(10)) and y_train.dtype == torch.int64
+    if cls is FashionMNISTData:  # exactly 1000 test images per class
+        assert torch.bincount(y_test).tolist() == [1000] * 10
+    assert data.num_classes == 10 and data.num_inputs == 784 and data.in_channels == 1
+
+
+def test_val_split_is_fixed_by_seed_and_disjoint_from_train() -> None:
+    a, b, c = DigitsData(seed=0), DigitsData(seed=0), DigitsData(seed=1)
+    for data in (a, b, c):
+        data.setup()
+    assert torch.equal(a.splits["val"].tensors[0], b.splits["val"].tensors[0])
+    assert not torch.equal(a.splits["val"].tensors[0], c.splits["val"].tensors[0])
+    sizes = {split: len(ds) for split, ds in a.splits.items()}
+    assert sizes == {"train": 1797 - 600, "val": 300, "test": 300}
+    train_rows = {tuple(r.flatten().tolist()) for r in a.splits["train"].tensors[0]}
+    test_rows = [tuple(r.flatten().tolist()) for r in a.splits["test"].tensors[0]]
+    overlap = sum(r in train_rows for r in test_rows)
+    assert overlap < 5  # a handful of digits are pixel-identical duplicates in the dataset
+
+
+def test_batches_are_fetched_by_index_and_scaled_after_transfer() -> None:
+    data = DigitsData(batch_size=16, resize=16)
+    data.setup()
+    x, y = next(iter(data.train_dataloader()))
+    assert x.dtype == torch.uint8 and x.shape == (16, 1, 8, 8) and y.shape == (16,)
+    x, y = data.on_after_batch_transfer((x, y), 0)
+    assert x.dtype == torch.float32 and x.shape == (16, 1, 16, 16)
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert data.input_shape == (1, 16, 16) and data.num_inputs == 256
+
+
+def test_tensor_batches_fetch_a_whole_batch_at_once() -> None:
+    ds = TensorBatches(torch.arange(10), torch.arange(10) * 2)
+    xs, ys = ds.__getitems__([3, 1, 4])
+    assert xs.tolist() == [3, 1, 4] and ys.tolist() == [6, 2, 8]
+    with pytest.raises(ValueError):
+        TensorBatches(torch.arange(3), torch.arange(4))
+
+
+def test_synthetic_regression_follows_the_true_parameters() -> None:
+    data = SyntheticRegressionData()
+    data.setup()
+    x, y = data.splits["train"].tensors
+    assert x.shape == (1000, 2) and y.shape == (1000, 1)
+    residual = y.squeeze(1) - (x @ torch.tensor([2.0, -3.4]) + 4.2)
+    assert residual.std().item() == pytest.approx(0.01, rel=0.15)
+    assert len(data.splits["val"]) == 1000
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"batch_size": 0}, "batch_size"), ({"val_size": 0}, "val_size"), ({"resize": -3}, "resize")],
+)
+def test_bad_data_arguments_are_clear_errors(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        DigitsData(**kwargs)
