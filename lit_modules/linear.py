@@ -46,7 +46,7 @@ class LinearRegression(ZooModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         loss = self._loss(batch)
-        self.log("train/loss", loss)
+        self.log_train_loss(loss)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
