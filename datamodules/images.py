@@ -78,6 +78,11 @@ class ImageClassificationData(InMemoryDataModule):
         return (channels, self.resize, self.resize) if self.resize else (channels, height, width)
 
     @property
+    def image_size(self) -> int:
+        """Side of the (square) images models receive, after any resize."""
+        return self.input_shape[-1]
+
+    @property
     def in_channels(self) -> int:
         return self.image_shape[0]
 

@@ -1,0 +1,71 @@
+"""The CNN family: d2l's architectures (parameter counts), shared-block errors, any channel
+and class count, and the d2l recipe configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import REPO
+
+from cli import LitzooCLI
+from lit_modules.base import HyperparameterError
+from registry import MODELS, count_parameters, get_model, list_models
+
+CNNS = [
+    "alexnet",
+    "densenet",
+    "googlenet",
+    "lenet",
+    "lenet_bn",
+    "nin",
+    "regnetx32",
+    "resnet18",
+    "resnet34",
+    "resnext",
+    "vgg",
+]
+
+
+def test_the_eleven_cnns_are_registered() -> None:
+    assert list_models(family="cnn") == CNNS
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, expected",
+    [  # parameter counts of d2l's networks on 1-channel 10-class input
+        ("lenet", {}, 61_706),
+        ("resnet18", {}, 11_175_370),
+        ("alexnet", {}, 46_764_746),
+    ],
+)
+def test_architectures_match_d2l(name: str, kwargs: dict, expected: int) -> None:
+    assert count_parameters(get_model(name, **kwargs)) == expected
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_any_channels_and_classes(name: str) -> None:
+    entry = MODELS.entry(name)
+    size = entry.test_data_kwargs.get("resize", 28)
+    kwargs = {**entry.test_kwargs, "in_channels": 3, "num_classes": 5}
+    model = entry.cls(**kwargs).eval()
+    assert model(torch.rand(2, 3, size, size)).shape == (2, 5)
+
+
+def test_too_small_images_are_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="resize them up"):
+        get_model("alexnet", image_size=28)
+
+
+def test_resnext_groups_must_divide_the_bottleneck() -> None:
+    with pytest.raises(HyperparameterError, match="groups=5"):
+        get_model("resnext", groups=5)
+
+
+@pytest.mark.parametrize("name", ["lenet", "vgg", "googlenet"])
+def test_d2l_recipe_configs(name: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = LitzooCLI(["--config", str(REPO / "configs" / "cnn" / f"{name}.yaml")], run=False)
+    assert cli.datamodule.batch_size == 128 and cli.trainer.max_epochs == 10
+    size = cli.datamodule.input_shape[-1]
+    assert size == {"lenet": 28, "vgg": 224, "googlenet": 96}[name]
+    assert cli.model.hparams.lr == {"lenet": 0.1, "vgg": 0.01, "googlenet": 0.01}[name]
