@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 import datamodules  # noqa: F401  (registers the built-in datamodules)
 import lit_modules  # noqa: F401  (registers the built-in models)
-from callbacks import LearningCurvePlot
+from callbacks import ClassPredictionWriter, LearningCurvePlot
 from datamodules.download import DataError
 from lit_modules.base import CheckpointMismatchError, HyperparameterError
 from registry import DATAMODULES, MODELS, Entry, PluginError, RegistryError, model_info
@@ -245,7 +245,11 @@ class LitzooCLI(LightningCLI):
             run=run,
             trainer_defaults={
                 "logger": lazy_instance(CSVLogger, save_dir=str(RUNS_DIR), name=self.plan.run_name),
-                "callbacks": [LearningRateMonitor(logging_interval="epoch"), LearningCurvePlot()],
+                "callbacks": [
+                    LearningRateMonitor(logging_interval="epoch"),
+                    LearningCurvePlot(),
+                    ClassPredictionWriter(),
+                ],
             },
             save_config_kwargs={"overwrite": True},
             parser_kwargs={

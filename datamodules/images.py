@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,12 @@ class ImageClassificationData(InMemoryDataModule):
     pixel_max: float = 255.0
 
     def __init__(
-        self, batch_size: int = 256, val_size: int = 5000, resize: int | None = None, seed: int = 0
+        self,
+        batch_size: int = 256,
+        val_size: int = 5000,
+        resize: int | None = None,
+        seed: int = 0,
+        predict_images: str | None = None,
     ) -> None:
         """
         Args:
@@ -59,8 +65,11 @@ class ImageClassificationData(InMemoryDataModule):
             val_size: images carved from the training set (fixed by `seed`) for validation.
             resize: side length to resize images to (d2l's recipes use 96 or 224); None keeps them.
             seed: fixes the train/val split.
+            predict_images: a .npy file of images, (N, H, W) or (N, C, H, W), uint8 in 0-255 or
+                float in 0-1, for `predict`; None predicts the test set.
         """
         super().__init__(batch_size=batch_size, seed=seed)
+        self.predict_images = predict_images
         if val_size < 1:
             raise ValueError(f"val_size must be >= 1, got {val_size}")
         if resize is not None and resize < 1:
@@ -112,6 +121,29 @@ class ImageClassificationData(InMemoryDataModule):
             "val": TensorBatches(x_train[val_idx], y_train[val_idx]),
             "test": TensorBatches(x_test, y_test),
         }
+        if self.predict_images:
+            images = self.load_predict_images(Path(self.predict_images))
+            self.splits["predict"] = TensorBatches(images, torch.full((len(images),), -1))
+
+    def load_predict_images(self, path: Path) -> torch.Tensor:
+        """User images as uint8 NCHW on this dataset's pixel scale; shape errors say what fits."""
+        try:
+            array = np.load(path)
+        except (OSError, ValueError) as err:
+            raise DataError(
+                f"--data.predict_images {path}: not a readable .npy file ({err})"
+            ) from err
+        if array.ndim == 3:
+            array = array[:, None]
+        channels, height, width = self.image_shape
+        if array.ndim != 4 or array.shape[1:] != (channels, height, width):
+            raise DataError(
+                f"--data.predict_images {path}: shape {array.shape}, expected (N, {height}, {width}) or "
+                f"(N, {channels}, {height}, {width}) like {type(self).__name__}'s images"
+            )
+        if np.issubdtype(array.dtype, np.floating):
+            array = np.rint(np.clip(array, 0.0, 1.0) * self.pixel_max)
+        return torch.from_numpy(array.astype(np.uint8))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
@@ -199,22 +231,15 @@ class DigitsData(ImageClassificationData):
     pixel_max = 16.0
 
     def __init__(
-        self,
-        batch_size: int = 64,
-        val_size: int = 300,
-        test_size: int = 300,
-        resize: int | None = None,
-        seed: int = 0,
+        self, batch_size: int = 64, val_size: int = 300, test_size: int = 300, **kwargs: Any
     ) -> None:
         """
         Args:
             batch_size: images per batch.
             val_size: images held out for validation.
             test_size: images held out for the test split.
-            resize: side length to resize images to; None keeps 8x8.
-            seed: fixes the splits.
         """
-        super().__init__(batch_size=batch_size, val_size=val_size, resize=resize, seed=seed)
+        super().__init__(batch_size=batch_size, val_size=val_size, **kwargs)
         self.test_size = test_size
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

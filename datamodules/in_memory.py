@@ -78,4 +78,5 @@ class InMemoryDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        """The `predict` split when a subclass provides one (e.g. user images), else test."""
+        return self._loader("predict" if "predict" in self.splits else "test", shuffle=False)

@@ -3,6 +3,7 @@ configs, linked data dimensions and the errors a user meets."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, run_cli
@@ -166,5 +167,57 @@ def test_class_paths_keep_working(tmp_path, monkeypatch) -> None:
 
 def test_last_without_runs_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match="no last.ckpt"):
+    with pytest.raises(UsageError, match=r"no last\.ckpt"):
         plan_run(["fit", "--model", "mlp", "--ckpt_path", "last"])
+
+
+def test_predict_writes_class_names_and_probabilities(tmp_path) -> None:
+    fit = run_cli(
+        "fit", "--model", "mlp", "--data", "digits", "--trainer.max_epochs=1", *FAST, cwd=tmp_path
+    )
+    assert fit.returncode == 0, fit.stderr
+    predict = run_cli(
+        "predict", "--model", "mlp", "--data", "digits", "--ckpt_path", "best", *FAST, cwd=tmp_path
+    )
+    assert predict.returncode == 0, predict.stderr
+    (written,) = tmp_path.glob("runs/mlp/version_*/predictions.csv")
+    header, *rows = written.read_text().splitlines()
+    assert header.split(",")[:3] == ["index", "predicted", "p_0"] and len(header.split(",")) == 12
+    assert len(rows) == 300  # the digits test split
+    assert all(row.split(",")[1] in "0123456789" for row in rows)
+    assert abs(sum(float(p) for p in rows[0].split(",")[2:]) - 1) < 1e-4
+
+    images = tmp_path / "my_digits.npy"
+    np.save(images, np.random.default_rng(0).random((5, 8, 8), dtype=np.float32))
+    own = run_cli(
+        "predict",
+        "--model",
+        "mlp",
+        "--data",
+        "digits",
+        f"--data.predict_images={images}",
+        "--ckpt_path",
+        "best",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert own.returncode == 0, own.stderr
+    newest = max(
+        tmp_path.glob("runs/mlp/version_*/predictions.csv"), key=lambda p: p.stat().st_mtime
+    )
+    assert len(newest.read_text().splitlines()) == 1 + 5
+
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((2, 28, 28), dtype=np.uint8))
+    bad = run_cli(
+        "predict",
+        "--model",
+        "mlp",
+        "--data",
+        "digits",
+        f"--data.predict_images={wrong}",
+        "--ckpt_path",
+        "best",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "expected (N, 8, 8)" in bad.stderr
