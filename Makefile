@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml examples/plugin/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,render]'
 	$(PY) -m pip install --quiet -e examples/plugin
 	touch $(STAMP)
 
@@ -30,5 +30,9 @@ test: lint
 	$(PY) -m pytest
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/linear_recipes.py
 	$(PY) bench/overhead.py
+	$(PY) bench/rnn_lm.py
+	$(PY) bench/ppo_vs_sb3.py
+	$(PY) bench/ppo_pendulum.py

@@ -40,7 +40,16 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 RUNS_DIR = Path("runs")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Model arguments filled from the chosen datamodule's attribute of the same name.
-DATA_LINKED_ARGS = ("num_classes", "num_inputs", "in_channels", "image_size")
+DATA_LINKED_ARGS = (
+    "num_classes",
+    "num_inputs",
+    "in_channels",
+    "image_size",
+    "obs_dim",
+    "action_dim",
+    "continuous",
+    "vocab_size",
+)
 
 
 class UsageError(ValueError):

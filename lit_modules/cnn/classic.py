@@ -3,7 +3,7 @@ VGG and NiN."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -28,13 +28,16 @@ class CNNClassifier(ClassifierModule):
 
 @register_model("lenet", **CNN_ENTRY)
 class LeNet(CNNClassifier):
-    """LeNet-5 as d2l 7.6 writes it: sigmoid activations and average pooling."""
+    """LeNet-5 as d2l 7.6 writes it: sigmoid activations and average pooling (ReLU and max
+    pooling as options, for the faster recipe)."""
 
     def __init__(
         self,
         in_channels: int = 1,
         num_classes: int = 10,
         image_size: int = 28,
+        activation: Literal["sigmoid", "relu"] = "sigmoid",
+        pooling: Literal["avg", "max"] = "avg",
         lr: float = 0.1,
         **kwargs: Any,
     ) -> None:
@@ -43,25 +46,21 @@ class LeNet(CNNClassifier):
             in_channels: image channels (linked from the data).
             num_classes: classes (linked from the data).
             image_size: side of the input images (linked from the data).
+            activation: sigmoid (d2l) or relu.
+            pooling: avg (d2l) or max.
             lr: learning rate.
         """
         super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
+        pool = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}[pooling]
         features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2),
-            nn.Sigmoid(),
-            nn.AvgPool2d(2, 2),
-            nn.Conv2d(6, 16, 5),
-            nn.Sigmoid(),
-            nn.AvgPool2d(2, 2),
-            nn.Flatten(),
-        )
+            nn.Conv2d(in_channels, 6, 5, padding=2), act(), pool(2, 2),
+            nn.Conv2d(6, 16, 5), act(), pool(2, 2), nn.Flatten(),
+        )  # fmt: skip
         head = nn.Sequential(
-            nn.Linear(flat_features(features, in_channels, image_size), 120),
-            nn.Sigmoid(),
-            nn.Linear(120, 84),
-            nn.Sigmoid(),
-            nn.Linear(84, num_classes),
-        )
+            nn.Linear(flat_features(features, in_channels, image_size), 120), act(),
+            nn.Linear(120, 84), act(), nn.Linear(84, num_classes),
+        )  # fmt: skip
         self.build(features, head)
 
 

@@ -1,0 +1,157 @@
+"""litzoo PPO against Stable-Baselines3 PPO on CartPole-v1, both with rl-baselines3-zoo's
+hyperparameters (8 envs x 32 steps, batch 256, 20 epochs, gamma 0.98, lambda 0.8, lr 1e-3
+annealed; the zoo also anneals SB3's clip range, litzoo keeps 0.2), 3 seeds each, 100k steps.
+Every 2048 steps both are scored by the mean return of 20 deterministic episodes; the table gives the training wall-clock seconds (evaluation time
+excluded for both) and environment steps until that mean first reaches 475, and the final one.
+
+Both run in this one process with `torch.set_num_threads(1)` (small networks; fair to both).
+stable-baselines3 is needed here only: pip install stable-baselines3."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.report import write_section  # noqa: E402
+from cli import LitzooCLI  # noqa: E402
+
+SOLVED = 475.0
+EVAL_EPISODES = 20
+EVAL_EVERY = 2048  # env steps; litzoo's config validates after 8 rollouts of 8 x 32 steps
+TOTAL_STEPS = 100_352  # 49 x 2048: SB3 and litzoo both stop on a rollout boundary
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+Curve = list[tuple[float, int, float]]  # (training seconds, env steps, mean eval return)
+
+
+class EvalCurve(L.Callback):
+    """Records (training seconds, env steps, val/return) at every validation of fit; the
+    seconds spent validating are not counted."""
+
+    def __init__(self) -> None:
+        self.points: Curve = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start, self.paused = time.perf_counter(), 0.0
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        seconds = self.val_start - self.start - self.paused
+        self.paused += time.perf_counter() - self.val_start
+        value = float(trainer.callback_metrics["val/return"])
+        self.points.append((seconds, int(pl_module.env_steps), value))
+
+
+def run_litzoo(config: str, seed: int, *overrides: str) -> Curve:
+    """Fit configs/rl/<config> through the CLI; its validation curve."""
+    cli = LitzooCLI(
+        [
+            "--config",
+            str(ROOT / "configs" / "rl" / config),
+            f"--seed_everything={seed}",
+            f"--data.seed={seed}",
+            *QUIET,
+            *overrides,
+        ],
+        run=False,
+    )
+    curve = EvalCurve()
+    cli.trainer.callbacks.append(curve)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return curve.points
+
+
+def run_sb3(seed: int) -> Curve:
+    """SB3 PPO with the zoo's CartPole-v1 hyperparameters, evaluated like litzoo."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    class SB3EvalCurve(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.points: Curve = []
+            self.start, self.paused, self.next_eval = time.perf_counter(), 0.0, EVAL_EVERY
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next_eval:
+                now = time.perf_counter()
+                mean, _ = evaluate_policy(
+                    self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
+                )
+                self.points.append((now - self.start - self.paused, self.num_timesteps, mean))
+                self.paused += time.perf_counter() - now
+                self.next_eval += EVAL_EVERY
+            return True
+
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    eval_env = make_vec_env("CartPole-v1", n_envs=EVAL_EPISODES, seed=seed + 10_000)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=32,
+        batch_size=256,
+        gae_lambda=0.8,
+        gamma=0.98,
+        n_epochs=20,
+        ent_coef=0.0,
+        learning_rate=lambda remaining: remaining * 1e-3,  # zoo's lin_0.001
+        clip_range=lambda remaining: remaining * 0.2,  # zoo's lin_0.2
+        seed=seed,
+        device="cpu",
+    )
+    callback = SB3EvalCurve()
+    model.learn(TOTAL_STEPS, callback=callback)
+    return callback.points
+
+
+def first_solved(curve: Curve) -> tuple[float, int]:
+    """(seconds, steps) at the first evaluation with mean return >= SOLVED; inf if none."""
+    return next(((s, n) for s, n, r in curve if r >= SOLVED), (math.inf, -1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=3)
+    seeds = range(parser.parse_args().seeds)
+    torch.set_num_threads(1)
+    rows = [
+        "| seed | litzoo s to 475 | litzoo steps to 475 | litzoo final | SB3 s to 475 "
+        "| SB3 steps to 475 | SB3 final | time ratio litzoo/SB3 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    for seed in seeds:
+        ours = run_litzoo("cartpole.yaml", seed)
+        theirs = run_sb3(seed)
+        (our_s, our_n), (their_s, their_n) = first_solved(ours), first_solved(theirs)
+        ratios.append(our_s / their_s)
+        rows.append(
+            f"| {seed} | {our_s:.1f} | {our_n} | {ours[-1][2]:.1f} | {their_s:.1f} | {their_n} "
+            f"| {theirs[-1][2]:.1f} | {ratios[-1]:.2f} |"
+        )
+        print(rows[-1], flush=True)
+    write_section(
+        "ppo_vs_sb3",
+        "PPO on CartPole-v1: litzoo vs Stable-Baselines3",
+        f"{__doc__.split(chr(10) + chr(10))[0]}\n\nMedian time ratio litzoo/SB3: "
+        f"{statistics.median(ratios):.2f} (bar: < 1, every seed solved).\n\n" + "\n".join(rows),
+    )
+
+
+if __name__ == "__main__":
+    main()

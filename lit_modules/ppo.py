@@ -1,0 +1,454 @@
+"""Proximal Policy Optimization (Schulman et al., 2017) whose training step is PPO's own cycle:
+collect a rollout from the batch's vector environments, estimate advantages with GAE, then run
+several epochs of minibatch updates under Lightning's manual optimization. Lightning keeps
+doing the rest (validation, checkpoints, logging, early stopping, DDP)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from callbacks import EpisodeGif
+from lit_modules.base import HyperparameterError, ZooModule, check_non_negative, check_positive
+from registry import register_model
+
+Batch = dict[str, torch.Tensor]
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimates and value targets of a (steps, envs) rollout.
+
+    `dones[t]` marks a transition that ended its episode, so nothing is bootstrapped across it;
+    `last_value` is the value of the observation that follows the rollout.
+    """
+    advantages = torch.empty_like(rewards)
+    advantage, next_value = torch.zeros_like(last_value), last_value
+    for t in reversed(range(len(rewards))):
+        nonterminal = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * nonterminal - values[t]
+        advantage = delta + gamma * gae_lambda * nonterminal * advantage
+        advantages[t], next_value = advantage, values[t]
+    return advantages, advantages + values
+
+
+def clipped_surrogate(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float
+) -> torch.Tensor:
+    """PPO's clipped policy loss per sample: the pessimistic one of the ratio-weighted advantage
+    and its clipped twin, so a ratio that has left [1 - clip, 1 + clip] in the direction the
+    advantage rewards gets no gradient."""
+    ratio = log_ratio.exp()
+    clipped = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
+    return -torch.min(ratio * advantages, clipped * advantages)
+
+
+def _linear(width_in: int, width_out: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(width_in, width_out)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _tanh_mlp(widths: list[int]) -> nn.Sequential:
+    """Tanh hidden layers with orthogonal weights of gain sqrt(2), as in the PPO baselines."""
+    layers: list[nn.Module] = []
+    for width_in, width_out in itertools.pairwise(widths):
+        layers += [_linear(width_in, width_out, math.sqrt(2)), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+@register_model(
+    "ppo",
+    family="rl",
+    data="gym",
+    monitor="val/return",
+    mode="max",
+    test_kwargs={
+        "hidden_sizes": [16],
+        "rollout_steps": 16,
+        "minibatch_size": 32,
+        "update_epochs": 2,
+    },
+    test_data_kwargs={"env_id": "CartPole-v1"},
+)
+class PPO(ZooModule):
+    """Proximal Policy Optimization: GAE, clipped or adaptive-KL objective, value baseline.
+
+    Categorical policy for discrete actions, Gaussian with a state-independent log-std for
+    continuous ones.
+
+    A training batch is a vector environment (the `gym` datamodule): each training step
+    collects `rollout_steps` steps from every environment, then updates for `update_epochs`
+    epochs of minibatches. Validation and test run deterministic episodes (`val/return`)."""
+
+    def __init__(
+        self,
+        obs_dim: int = 4,
+        action_dim: int = 2,
+        continuous: bool = False,
+        hidden_sizes: list[int] | None = None,
+        shared_network: bool = False,
+        normalize_obs: bool = False,
+        log_std_init: float = 0.0,
+        rollout_steps: int = 128,
+        update_epochs: int = 4,
+        minibatch_size: int = 128,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        objective: Literal["clip", "kl_penalty"] = "clip",
+        clip_coef: float = 0.2,
+        kl_coef: float = 1.0,
+        kl_penalty_target: float = 0.01,
+        value_clip: float | None = 0.2,
+        value_coef: float = 0.5,
+        entropy_coef: float = 0.01,
+        max_grad_norm: float = 0.5,
+        target_kl: float | None = None,
+        lr: float = 2.5e-4,
+        anneal_lr: bool = True,
+    ) -> None:
+        """
+        Args:
+            obs_dim: flattened observation size (the CLI takes it from the data).
+            action_dim: number of discrete actions, or size of a continuous action (from the data).
+            continuous: Gaussian policy for Box actions instead of a categorical one (from the data).
+            hidden_sizes: tanh hidden layers of the actor and of the critic; None means [64, 64].
+            shared_network: one trunk with policy and value heads instead of separate networks.
+            normalize_obs: standardize observations by running statistics (kept in checkpoints).
+            log_std_init: initial state-independent log standard deviation (continuous actions).
+            rollout_steps: steps collected from every environment per training batch.
+            update_epochs: passes over each rollout.
+            minibatch_size: samples per gradient step (the rollout is split evenly).
+            gamma: discount factor.
+            gae_lambda: GAE's bias-variance trade-off (1 is Monte Carlo, 0 is one-step TD).
+            objective: clip (clipped surrogate) or kl_penalty (adaptive KL penalty).
+            clip_coef: surrogate clip range.
+            kl_coef: initial KL penalty weight, doubled or halved towards kl_penalty_target.
+            kl_penalty_target: KL per update that the kl_penalty objective aims for.
+            value_clip: clip range of the value update around the rollout's values; None disables.
+            value_coef: weight of the value loss (mean squared error).
+            entropy_coef: weight of the entropy bonus.
+            max_grad_norm: global gradient-norm clip.
+            target_kl: stop a rollout's update epochs once an epoch's approx. KL exceeds this.
+            lr: Adam learning rate (eps 1e-5).
+            anneal_lr: decay the learning rate linearly to 0 over max_epochs.
+        """
+        super().__init__(lr=lr, optimizer="adam")
+        hidden_sizes = [64, 64] if hidden_sizes is None else list(hidden_sizes)
+        check_positive(
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+            rollout_steps=rollout_steps,
+            update_epochs=update_epochs,
+            minibatch_size=minibatch_size,
+            clip_coef=clip_coef,
+            kl_penalty_target=kl_penalty_target,
+            max_grad_norm=max_grad_norm,
+            **{f"hidden_sizes[{i}]": h for i, h in enumerate(hidden_sizes)},
+            **({} if target_kl is None else {"target_kl": target_kl}),
+            **({} if value_clip is None else {"value_clip": value_clip}),
+        )
+        check_non_negative(kl_coef=kl_coef, value_coef=value_coef, entropy_coef=entropy_coef)
+        for name, value in (("gamma", gamma), ("gae_lambda", gae_lambda)):
+            if not 0.0 <= value <= 1.0:
+                raise HyperparameterError(f"{name} must be in [0, 1], got {value}")
+
+        widths = [obs_dim, *hidden_sizes]
+        self.trunk = _tanh_mlp(widths) if shared_network else nn.Identity()
+        actor_body, critic_body = (
+            nn.Identity() if shared_network else _tanh_mlp(widths) for _ in range(2)
+        )
+        self.actor = nn.Sequential(actor_body, _linear(widths[-1], action_dim, gain=0.01))
+        self.critic = nn.Sequential(critic_body, _linear(widths[-1], 1, gain=1.0))
+        self.log_std = nn.Parameter(torch.full((action_dim,), log_std_init)) if continuous else None
+
+        # Checkpointed state besides the weights: resume continues all of it.
+        self.register_buffer("env_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_var", torch.ones(obs_dim))
+        self.register_buffer("obs_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("kl_beta", torch.tensor(float(kl_coef)))
+
+        self.automatic_optimization = False
+        self.example_input_array = torch.zeros(1, obs_dim)
+        # The training environments being stepped, their last observation and running episodes.
+        self._envs: Any = None
+        self._obs: np.ndarray | None = None
+        self._episode_return = np.zeros(0)
+        self._episode_length = np.zeros(0, dtype=np.int64)
+
+    # ----------------------------------------------------------------------------- the policy
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(action logits, or the Gaussian's mean; state value) for a batch of observations."""
+        if self.hparams.normalize_obs:
+            obs = ((obs - self.obs_mean) / (self.obs_var + 1e-8).sqrt()).clamp(-10.0, 10.0)
+        hidden = self.trunk(obs)
+        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+
+    def _sample(self, out: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        if self.log_std is None:
+            if deterministic:
+                return out.argmax(-1)
+            return torch.multinomial(out.softmax(-1), 1).squeeze(-1)
+        return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
+
+    def _log_prob_entropy(
+        self, out: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.log_std is None:
+            log_probs = out.log_softmax(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            return log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1), entropy
+        log_std = self.log_std.expand_as(out)
+        z = (actions - out) / log_std.exp()
+        log_prob = (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
+        return log_prob, entropy
+
+    def _observe(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device).flatten(1)
+
+    def _to_env(self, actions: torch.Tensor, envs: Any) -> np.ndarray:
+        """Actions as the environments take them: continuous ones clipped to the bounds."""
+        actions = actions.cpu().numpy()
+        if self.log_std is None:
+            return actions
+        space = envs.single_action_space
+        return np.clip(actions.reshape(len(actions), *space.shape), space.low, space.high)
+
+    def _check_spaces(self, envs: Any) -> None:
+        obs_space, action_space = envs.single_observation_space, envs.single_action_space
+        continuous = not hasattr(action_space, "n")
+        action_dim = int(np.prod(action_space.shape)) if continuous else int(action_space.n)
+        found = (int(np.prod(obs_space.shape)), action_dim, continuous)
+        expected = (self.hparams.obs_dim, self.hparams.action_dim, self.hparams.continuous)
+        if found != expected:
+            raise HyperparameterError(
+                f"the environments have (obs_dim, action_dim, continuous) = {found} but the model "
+                f"was built for {expected}; set --model.obs_dim/action_dim/continuous (the CLI "
+                f"links them from the data)."
+            )
+
+    # ----------------------------------------------------------------------------- training
+
+    @torch.no_grad()
+    def _collect(self, envs: Any) -> tuple[Batch, list[float], list[int]]:
+        """Step `envs` for rollout_steps with the sampling policy; returns the flattened rollout
+        with advantages, and the returns and lengths of the episodes that ended in it."""
+        hp = self.hparams
+        if envs is not self._envs:
+            self._check_spaces(envs)
+            self._envs, self._obs = envs, envs.reset()[0]
+            self._episode_return = np.zeros(envs.num_envs)
+            self._episode_length = np.zeros(envs.num_envs, dtype=np.int64)
+        steps, n = hp.rollout_steps, envs.num_envs
+        obs_buf = torch.empty(steps, n, hp.obs_dim, device=self.device)
+        actions, log_probs, values, rewards, dones = [], [], [], [], []
+        returns: list[float] = []
+        lengths: list[int] = []
+        obs = self._obs
+        for t in range(steps):
+            obs_buf[t] = self._observe(obs)
+            out, value = self(obs_buf[t])
+            action = self._sample(out, deterministic=False)
+            obs, reward, terminated, truncated, info = envs.step(self._to_env(action, envs))
+            reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
+            cut = truncated & ~terminated
+            if cut.any():  # a time limit, not a terminal state: bootstrap from the final obs
+                final = self._observe(np.stack(info["final_obs"][cut]))
+                reward_t[torch.as_tensor(cut, device=self.device)] += hp.gamma * self(final)[1]
+            done = terminated | truncated
+            self._episode_return += reward
+            self._episode_length += 1
+            if done.any():
+                returns += self._episode_return[done].tolist()
+                lengths += self._episode_length[done].tolist()
+                self._episode_return[done], self._episode_length[done] = 0.0, 0
+            actions.append(action)
+            log_probs.append(self._log_prob_entropy(out, action)[0])
+            values.append(value)
+            rewards.append(reward_t)
+            dones.append(torch.as_tensor(done, dtype=torch.float32, device=self.device))
+        self._obs = obs
+        values_t = torch.stack(values)
+        advantages, value_targets = compute_gae(
+            torch.stack(rewards),
+            values_t,
+            torch.stack(dones),
+            self(self._observe(obs))[1],
+            hp.gamma,
+            hp.gae_lambda,
+        )
+        batch = {
+            "obs": obs_buf,
+            "actions": torch.stack(actions),
+            "log_probs": torch.stack(log_probs),
+            "values": values_t,
+            "advantages": advantages,
+            "returns": value_targets,
+        }
+        return {k: v.flatten(0, 1) for k, v in batch.items()}, returns, lengths
+
+    def _loss(self, mb: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        hp = self.hparams
+        out, value = self(mb["obs"])
+        log_prob, entropy = self._log_prob_entropy(out, mb["actions"])
+        log_ratio = log_prob - mb["log_probs"]
+        adv = mb["advantages"]
+        adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
+        ratio = log_ratio.exp()
+        kl = (ratio - 1.0) - log_ratio  # non-negative, unbiased estimate of KL(old || new)
+        if hp.objective == "clip":
+            policy_loss = clipped_surrogate(log_ratio, adv, hp.clip_coef).mean()
+        else:
+            policy_loss = (self.kl_beta * kl - ratio * adv).mean()
+        value_error = (value - mb["returns"]).square()
+        if hp.value_clip is not None:
+            clipped = mb["values"] + (value - mb["values"]).clamp(-hp.value_clip, hp.value_clip)
+            value_error = torch.max(value_error, (clipped - mb["returns"]).square())
+        value_loss, entropy = value_error.mean(), entropy.mean()
+        loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy
+        stats = {
+            "loss": loss,
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": kl.mean(),
+            "clip_frac": ((ratio - 1.0).abs() > hp.clip_coef).float().mean(),
+        }
+        return loss, {k: v.detach() for k, v in stats.items()}
+
+    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """update_epochs passes of minibatch steps; returns the mean of each logged statistic."""
+        hp = self.hparams
+        optimizer = self.optimizers()
+        size = len(batch["obs"])
+        totals: dict[str, torch.Tensor] = {}
+        count = 0
+        for _ in range(hp.update_epochs):
+            epoch_kl = []
+            order = torch.randperm(size, device=self.device)
+            for idx in order.chunk(max(1, size // hp.minibatch_size)):
+                loss, stats = self._loss({k: v[idx] for k, v in batch.items()})
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(optimizer, hp.max_grad_norm, "norm")
+                optimizer.step()
+                totals = {k: totals.get(k, 0.0) + v for k, v in stats.items()}
+                epoch_kl.append(stats["approx_kl"])
+                count += 1
+            # Ranks agree on the KL so that they all stop after the same number of steps.
+            kl = self.trainer.strategy.reduce(torch.stack(epoch_kl).mean(), reduce_op="mean")
+            if hp.target_kl is not None and kl > hp.target_kl:
+                break
+        if hp.objective == "kl_penalty":
+            if kl < hp.kl_penalty_target / 1.5:
+                self.kl_beta /= 2.0
+            elif kl > hp.kl_penalty_target * 1.5:
+                self.kl_beta *= 2.0
+        return {k: v / count for k, v in totals.items()}
+
+    @torch.no_grad()
+    def _update_obs_stats(self, obs: torch.Tensor) -> None:
+        """Merge the rollout's moments (summed over DDP ranks) into the running statistics."""
+        obs = obs.double()
+        moments = torch.cat([obs.new_tensor([len(obs)]), obs.sum(0), obs.square().sum(0)])
+        moments = self.trainer.strategy.reduce(moments, reduce_op="sum")
+        n, total, total_sq = moments[0], *moments[1:].chunk(2)
+        mean, var = total / n, total_sq / n - (total / n).square()
+        old_mean, old_var, count = self.obs_mean.double(), self.obs_var.double(), self.obs_count
+        delta, new_count = mean - old_mean, count + n
+        merged_var = old_var * count + var * n + delta.square() * count * n / new_count
+        self.obs_mean.copy_(old_mean + delta * n / new_count)
+        self.obs_var.copy_(merged_var / new_count)
+        self.obs_count.copy_(new_count)
+
+    def training_step(self, envs: Any, batch_idx: int) -> None:
+        batch, returns, lengths = self._collect(envs)
+        stats = self._update(batch)
+        if self.hparams.normalize_obs:
+            self._update_obs_stats(batch["obs"])
+        self.lr_schedulers().step()
+        self.env_steps += len(batch["obs"]) * self.trainer.world_size
+        self.log_dict({f"train/{k}": v for k, v in stats.items()}, prog_bar=False)
+        self.log("train/env_steps", self.env_steps.float())
+        if self.hparams.objective == "kl_penalty":
+            self.log("train/kl_beta", self.kl_beta)
+        if returns:
+            self.log("train/return", float(np.mean(returns)), prog_bar=True)
+            self.log("train/length", float(np.mean(lengths)))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5, fused=True)
+        # One scheduler step per rollout; max_epochs x rollouts per epoch is the horizon.
+        horizon = self.trainer.estimated_stepping_batches if self.hparams.anneal_lr else math.inf
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda rollout: max(0.0, 1.0 - rollout / horizon)
+        )
+        return [optimizer], [schedule]
+
+    # ----------------------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def run_episodes(
+        self, envs: Any, render: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
+        """One deterministic episode in each of `envs`: (returns, lengths, frames of the first
+        environment if `render`)."""
+        self._check_spaces(envs)
+        obs = envs.reset()[0]
+        returns = np.zeros(envs.num_envs)
+        lengths = np.zeros(envs.num_envs, dtype=np.int64)
+        running = np.ones(envs.num_envs, dtype=bool)
+        frames = []
+        while running.any():
+            if render:
+                frames.append(envs.render()[0])
+            action = self._sample(self(self._observe(obs))[0], deterministic=True)
+            obs, reward, terminated, truncated, _ = envs.step(self._to_env(action, envs))
+            returns += reward * running
+            lengths += running
+            running &= ~(terminated | truncated)
+        return (
+            torch.as_tensor(returns, device=self.device),
+            torch.as_tensor(lengths, device=self.device),
+            frames,
+        )
+
+    def _log_episodes(self, stage: str, envs: Any) -> None:
+        returns, lengths, _ = self.run_episodes(envs)
+        returns = self.all_gather(returns.float()).flatten()  # every rank's episodes
+        lengths = self.all_gather(lengths.float()).flatten()
+        n = len(returns)
+        self.log(f"{stage}/return", returns.mean(), batch_size=n, sync_dist=True, prog_bar=True)
+        self.log(f"{stage}/return_std", returns.std(unbiased=False), batch_size=n, sync_dist=True)
+        self.log(f"{stage}/length", lengths.mean(), batch_size=n, sync_dist=True)
+
+    def validation_step(self, envs: Any, batch_idx: int) -> None:
+        self._log_episodes("val", envs)
+
+    def test_step(self, envs: Any, batch_idx: int) -> None:
+        self._log_episodes("test", envs)
+
+    def predict_step(self, envs: Any, batch_idx: int) -> dict[str, Any]:
+        """A deterministic episode per environment: returns, lengths, and the first
+        environment's frames when the environments render (the EpisodeGif callback saves them)."""
+        returns, lengths, frames = self.run_episodes(envs, render=envs.render_mode == "rgb_array")
+        return {"returns": returns, "lengths": lengths, "frames": frames}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [EpisodeGif()]
