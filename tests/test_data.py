@@ -111,7 +111,6 @@ def http_mirror(tmp_path):
 
 
 def test_download_over_http_is_verified_and_cached(isolated, http_mirror) -> None:
-    cache, _ = isolated
     root, base = http_mirror
     (root / "payload.bin").write_bytes(PAYLOAD)
     path = fetch(toy_file(base + "payload.bin"))
@@ -205,7 +204,7 @@ def test_batches_are_fetched_by_index_and_scaled_after_transfer() -> None:
     assert x.dtype == torch.uint8 and x.shape == (16, 1, 8, 8) and y.shape == (16,)
     x, y = data.on_after_batch_transfer((x, y), 0)
     assert x.dtype == torch.float32 and x.shape == (16, 1, 16, 16)
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0 and x.max() <= 1.0
     assert data.input_shape == (1, 16, 16) and data.num_inputs == 256
 
 
