@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import REPO, run_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.gym import GymData
@@ -155,3 +156,24 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
         callbacks=[RankCheck()],
     )
     trainer.fit(model, GymData(num_envs=2, eval_episodes=1))
+
+
+def test_cli_predict_writes_a_watchable_gif(tmp_path: Path) -> None:
+    """fit a few CartPole updates through the CLI, then predict with rendering: an animated GIF."""
+    from PIL import Image
+
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    fit = run_cli(
+        "fit", "--config", str(REPO / "configs" / "rl" / "cartpole.yaml"), "--trainer.max_epochs=1",
+        "--data.rollouts_per_epoch=2", *quiet, cwd=tmp_path,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    predict = run_cli(
+        "predict", "--config", str(REPO / "configs" / "rl" / "cartpole.yaml"), "--ckpt_path", "last",
+        "--data.render=true", *quiet, cwd=tmp_path, env={"SDL_VIDEODRIVER": "dummy"},
+    )  # fmt: skip
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    gifs = sorted(tmp_path.glob("runs/ppo/version_*/episodes/episode_*.gif"))
+    assert gifs, predict.stdout[-2000:]
+    with Image.open(gifs[0]) as gif:
+        assert gif.n_frames > 1 and gif.size[0] > 100
