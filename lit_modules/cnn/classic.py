@@ -18,6 +18,11 @@ class CNNClassifier(ClassifierModule):
     """Image classifier whose `features` feed a `head`; weights initialized as d2l's init_cnn."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, **kwargs: Any) -> None:
+        """
+        Args:
+            in_channels: image channels (linked from the data).
+            num_classes: classes (linked from the data).
+        """
         super().__init__(num_classes=num_classes, **kwargs)
         check_positive(in_channels=in_channels)
 
@@ -33,8 +38,6 @@ class LeNet(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         image_size: int = 28,
         activation: Literal["sigmoid", "relu"] = "sigmoid",
         pooling: Literal["avg", "max"] = "avg",
@@ -43,14 +46,13 @@ class LeNet(CNNClassifier):
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             image_size: side of the input images (linked from the data).
             activation: sigmoid (d2l) or relu.
             pooling: avg (d2l) or max.
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
         pool = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}[pooling]
         features = nn.Sequential(
@@ -70,20 +72,17 @@ class LeNetBN(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         image_size: int = 28,
         lr: float = 0.1,
         **kwargs: Any,
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             image_size: side of the input images (linked from the data).
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         features = nn.Sequential(
             nn.Conv2d(in_channels, 6, 5),
             nn.BatchNorm2d(6),
@@ -118,8 +117,6 @@ class AlexNet(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         image_size: int = 224,
         channels: list[int] | None = None,
         hidden: int = 4096,
@@ -129,15 +126,14 @@ class AlexNet(CNNClassifier):
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             image_size: side of the input images (linked from the data); at least 63.
             channels: widths of the five convolutions; None means d2l's (96, 256, 384, 384, 256).
             hidden: width of the two hidden layers of the head.
             dropout: dropout probability in the head.
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         c1, c2, c3, c4, c5 = channels or (96, 256, 384, 384, 256)
         features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 11, 4, 1),
@@ -180,8 +176,6 @@ class VGG(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         image_size: int = 224,
         arch: list[list[int]] | None = None,
         hidden: int = 4096,
@@ -191,8 +185,6 @@ class VGG(CNNClassifier):
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             image_size: side of the input images (linked from the data).
             arch: (number of convolutions, channels) per block; None means d2l's small VGG
                 ((1,16),(1,32),(2,64),(2,128),(2,128)).
@@ -200,7 +192,8 @@ class VGG(CNNClassifier):
             dropout: dropout probability in the head.
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         arch = arch or [[1, 16], [1, 32], [2, 64], [2, 128], [2, 128]]
         blocks, width = [], in_channels
         for num_convs, out_channels in arch:
@@ -237,8 +230,6 @@ class NiN(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         channels: list[int] | None = None,
         dropout: float = 0.5,
         lr: float = 0.05,
@@ -246,13 +237,12 @@ class NiN(CNNClassifier):
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             channels: widths of the first three NiN blocks; None means d2l's (96, 256, 384).
             dropout: dropout probability before the last block.
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         c1, c2, c3 = channels or (96, 256, 384)
         features = nn.Sequential(
             nin_block(in_channels, c1, 11, 4, 0),

@@ -60,20 +60,17 @@ class GoogLeNet(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         width: float = 1.0,
         lr: float = 0.1,
         **kwargs: Any,
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             width: multiplier on every channel count (1 is d2l's network).
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         check_positive(width=width)
 
         def scaled(channels: int) -> int:
@@ -129,8 +126,6 @@ class ResNet(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         arch: list[list[int]] | None = None,
         small_input: bool = False,
         lr: float = 0.01,
@@ -138,13 +133,12 @@ class ResNet(CNNClassifier):
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             arch: (residual blocks, channels) per stage; None means the named network's.
             small_input: 3x3 stride-1 stem for 28 px images instead of d2l's 7x7 stride-2 stem and max-pool.
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         arch = arch or self.default_arch
         stem_channels = arch[0][1]
         stages, channels = residual_stages(arch, stem_channels, Residual)
@@ -176,8 +170,6 @@ class ResNeXt(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         arch: list[list[int]] | None = None,
         groups: int = 32,
         bottleneck: float = 0.5,
@@ -187,15 +179,14 @@ class ResNeXt(CNNClassifier):
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             arch: (blocks, channels) per stage; None means (2, 64), (2, 128), (2, 256), (2, 512).
             groups: groups of the 3x3 convolution; must divide every bottleneck width.
             bottleneck: bottleneck width as a fraction of the stage's channels.
             small_input: 3x3 stride-1 stem for 28 px images instead of the 7x7 stride-2 stem.
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         arch = arch or [[2, 64], [2, 128], [2, 256], [2, 512]]
         for _, channels in arch:
             if round(channels * bottleneck) % groups:
@@ -245,8 +236,6 @@ class DenseNet(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         blocks: list[int] | None = None,
         growth_rate: int = 32,
         stem_channels: int = 64,
@@ -256,15 +245,14 @@ class DenseNet(CNNClassifier):
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             blocks: convolutions per dense block; None means d2l's (4, 4, 4, 4).
             growth_rate: channels each convolution adds.
             stem_channels: channels of the stem.
             small_input: 3x3 stride-1 stem for 28 px images instead of the 7x7 stride-2 stem.
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         blocks = blocks or [4, 4, 4, 4]
         layers: list[nn.Module] = [stem(in_channels, stem_channels, small_input)]
         channels = stem_channels
@@ -295,8 +283,6 @@ class RegNetX32(CNNClassifier):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
         depths: list[int] | None = None,
         channels: list[int] | None = None,
         groups: int = 16,
@@ -307,8 +293,6 @@ class RegNetX32(CNNClassifier):
     ) -> None:
         """
         Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
             depths: blocks per stage; None means d2l's (4, 6).
             channels: channels per stage; None means d2l's (32, 80).
             groups: groups of each 3x3 convolution (d2l: 16).
@@ -316,7 +300,8 @@ class RegNetX32(CNNClassifier):
             stem_channels: channels of the stem (d2l: 32).
             lr: learning rate.
         """
-        super().__init__(in_channels=in_channels, num_classes=num_classes, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
+        in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
         depths, channels = depths or [4, 6], channels or [32, 80]
         if len(depths) != len(channels):
             raise HyperparameterError(
