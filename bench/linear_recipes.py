@@ -17,20 +17,22 @@ from bench.report import write_section  # noqa: E402
 from cli import LitzooCLI  # noqa: E402
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-RECIPES = (  # config, d2l settings, bar
-    ("linear_regression.yaml", "SGD lr 0.03, batch 32, 3 epochs", 0.01),
-    ("softmax_regression.yaml", "SGD lr 0.1, batch 256, 10 epochs", 0.83),
-    ("mlp.yaml", "256 hidden ReLU, SGD lr 0.1, batch 256, 10 epochs", 0.85),
+RECIPES = (  # config, extra arguments, settings, bar
+    ("linear_regression.yaml", [], "d2l: SGD lr 0.03, batch 32, 3 epochs", 0.01),
+    ("linear_regression.yaml", ["--trainer.max_epochs=5"], "the same, 5 epochs", 0.01),
+    ("softmax_regression.yaml", [], "d2l: SGD lr 0.1, batch 256, 10 epochs", 0.83),
+    ("mlp.yaml", [], "d2l: 256 hidden ReLU, SGD lr 0.1, batch 256, 10 epochs", 0.85),
 )
 
 
-def run_recipe(config: str, seed: int) -> tuple[float, float]:
+def run_recipe(config: str, extra: list[str], seed: int) -> tuple[float, float]:
     """(score, fit seconds): max abs error in w and b for regression, else test accuracy."""
     cli = LitzooCLI(
         [
             "--config",
             str(ROOT / "configs" / "linear" / config),
             f"--seed_everything={seed}",
+            *extra,
             *QUIET,
         ],
         run=False,
@@ -51,17 +53,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     seeds = range(parser.parse_args().seeds)
     rows = [
-        "| recipe | d2l settings | metric | per seed | mean | bar | fit s (mean) |",
+        "| recipe | settings | metric | per seed | mean | bar | fit s (mean) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for config, settings, bar in RECIPES:
-        runs = [run_recipe(config, seed) for seed in seeds]
+    for config, extra, settings, bar in RECIPES:
+        runs = [run_recipe(config, extra, seed) for seed in seeds]
         scores = [score for score, _ in runs]
         regression = config.startswith("linear_regression")
         metric = "max abs error in w, b" if regression else "Fashion-MNIST test acc"
         mean = statistics.mean(scores)
         rows.append(
-            f"| `configs/linear/{config}` | {settings} | {metric} | {', '.join(f'{s:.4f}' for s in scores)} "
+            f"| `configs/linear/{config}` {' '.join(extra)} | {settings} | {metric} | {', '.join(f'{s:.4f}' for s in scores)} "
             f"| {mean:.4f} | {'<' if regression else '>='} {bar} | {statistics.mean(t for _, t in runs):.1f} |"
         )
     write_section(
@@ -70,7 +72,10 @@ def main() -> None:
         "Seeds 0..N-1 (`--seed_everything`) change the initialization and the shuffling; the "
         "train/val split is fixed. Accuracy is on the official 10k test set with the checkpoint "
         "that was best on the 5k validation images carved from train (so training sees 55k "
-        "images, d2l's 60k).\n\n" + "\n".join(rows),
+        "images, d2l's 60k). d2l's 3-epoch linear-regression recipe stops before the bias has "
+        "converged: with squared error and lr 0.03 the error in b shrinks by about (1 - 2 x 0.03) "
+        "per step, and 3 epochs are 96 steps, so 4.2 x 0.94^96 = 0.011 is expected; 5 epochs of "
+        "the same recipe converge to the noise floor.\n\n" + "\n".join(rows),
     )
 
 
