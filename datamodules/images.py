@@ -58,6 +58,7 @@ class ImageClassificationData(InMemoryDataModule):
         resize: int | None = None,
         seed: int = 0,
         predict_images: str | None = None,
+        augment: bool = False,
     ) -> None:
         """
         Args:
@@ -67,9 +68,12 @@ class ImageClassificationData(InMemoryDataModule):
             seed: fixes the train/val split.
             predict_images: a .npy file of images, (N, H, W) or (N, C, H, W), uint8 in 0-255 or
                 float in 0-1, for `predict`; None predicts the test set.
+            augment: during training, shift each image by up to 2 pixels and flip half of them
+                left-right, batched on the device.
         """
         super().__init__(batch_size=batch_size, seed=seed)
         self.predict_images = predict_images
+        self.augment = augment
         if val_size < 1:
             raise ValueError(f"val_size must be >= 1, got {val_size}")
         if resize is not None and resize < 1:
@@ -148,9 +152,26 @@ class ImageClassificationData(InMemoryDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         images = images.float().div_(self.pixel_max)
+        if self.augment and self.trainer is not None and self.trainer.training:
+            images = shift_and_flip(images)
         if self.resize:
             images = F.interpolate(images, size=(self.resize, self.resize), mode="bilinear")
         return images, labels
+
+
+def shift_and_flip(images: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
+    """Random translation by up to `max_shift` pixels (zero fill) and a left-right flip of a
+    random half, different for every image but computed for the whole batch at once."""
+    n, _, height, width = images.shape
+    theta = torch.zeros(n, 2, 3, device=images.device)
+    flip = torch.rand(n, device=images.device) < 0.5
+    theta[:, 0, 0] = torch.where(flip, -1.0, 1.0)
+    theta[:, 1, 1] = 1.0
+    shift = torch.randint(-max_shift, max_shift + 1, (n, 2), device=images.device).float()
+    theta[:, 0, 2] = shift[:, 0] * 2 / width
+    theta[:, 1, 2] = shift[:, 1] * 2 / height
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 class IDXImageData(ImageClassificationData):

@@ -25,7 +25,7 @@ from datamodules.download import (
     fetch,
     fetch_all,
 )
-from datamodules.images import DigitsData, FashionMNISTData, MNISTData, read_idx
+from datamodules.images import DigitsData, FashionMNISTData, MNISTData, read_idx, shift_and_flip
 from datamodules.in_memory import TensorBatches
 from datamodules.synthetic import SyntheticRegressionData
 
@@ -233,3 +233,31 @@ def test_synthetic_regression_follows_the_true_parameters() -> None:
 def test_bad_data_arguments_are_clear_errors(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         DigitsData(**kwargs)
+
+
+def test_shift_and_flip_moves_whole_pixels_per_image() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(64, 1, 8, 8)
+    out = shift_and_flip(images)
+    assert out.shape == images.shape
+    changed = (out != images).flatten(1).any(1)
+    assert changed.float().mean() > 0.5  # most images moved or flipped
+    # every output pixel is an input pixel of the same image or the zero fill
+    for original, augmented in zip(images, out, strict=True):
+        assert set(augmented.unique().tolist()) <= set(original.unique().tolist()) | {0.0}
+
+
+def test_augmentation_applies_to_training_batches_only() -> None:
+    import lightning as L
+
+    data = DigitsData(batch_size=32, augment=True)
+    data.setup()
+    batch = next(iter(data.train_dataloader()))
+    data.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    data.trainer.training = True
+    torch.manual_seed(0)
+    train_x, _ = data.on_after_batch_transfer(batch, 0)
+    data.trainer.validating = True
+    val_x, _ = data.on_after_batch_transfer(batch, 0)
+    assert torch.equal(val_x, batch[0].float() / 16)
+    assert not torch.equal(train_x, val_x)

@@ -1,0 +1,83 @@
+"""ResNet-18 training throughput as achieved FLOP/s, next to this machine's measured fp32
+matmul FLOP/s, so the distance to the hardware limit is visible. FLOPs per training step
+(forward + backward) are counted by torch.utils.flop_counter; the optimizer step is timed too."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.report import write_section  # noqa: E402
+from registry import get_model  # noqa: E402
+
+
+def matmul_flops(n: int = 2048, repeats: int = 20) -> float:
+    """Best-case fp32 FLOP/s: square matrix products, the most efficient kernel there is."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def training_flops(
+    image_size: int, small_input: bool, batch: int, steps: int
+) -> tuple[float, float]:
+    """(FLOPs per training step, achieved FLOP/s) of ResNet-18 on 1-channel images."""
+    model = get_model("resnet18", small_input=small_input)
+    optimizer = model.configure_optimizers()
+    x, y = torch.rand(batch, 1, image_size, image_size), torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    return counter.get_total_flops(), counter.get_total_flops() / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3)
+    opts = parser.parse_args()
+    peak = matmul_flops()
+    rows = [
+        f"Measured fp32 matmul (2048 x 2048): **{peak / 1e9:.1f} GFLOP/s** on {torch.get_num_threads()} threads.",
+        "",
+        "| ResNet-18 input | batch | GFLOP per training step | achieved GFLOP/s | share of matmul FLOP/s | images/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for size, small, label in (
+        (96, False, "96 px, d2l stem (7x7/2 + max-pool)"),
+        (28, True, "28 px, 3x3/1 stem"),
+    ):
+        flops, rate = training_flops(size, small, opts.batch, opts.steps)
+        rows.append(
+            f"| {label} | {opts.batch} | {flops / 1e9:.1f} | {rate / 1e9:.1f} | {rate / peak:.0%} "
+            f"| {opts.batch * rate / flops:.0f} |"
+        )
+    write_section(
+        "flops", "ResNet-18 achieved FLOP/s against the machine's matmul FLOP/s", "\n".join(rows)
+    )
+
+
+if __name__ == "__main__":
+    main()
