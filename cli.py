@@ -61,6 +61,7 @@ class RunPlan:
     """The command line with registry names translated, and what the chosen model implies."""
 
     args: list[str]
+    subcommand: str | None = None
     model: Entry | None = None
     model_class: type | None = None
     data_class: type | None = None
@@ -212,7 +213,8 @@ def plan_run(argv: list[str], with_subcommand: bool = True) -> RunPlan:
     if model_class is not None and data_class is not None:
         accepted = _init_parameters(model_class)
         linked = [a for a in DATA_LINKED_ARGS if a in accepted and _has_attribute(data_class, a)]
-    return RunPlan(args, entry, model_class, data_class, linked)
+    subcommand = args[sub] if sub >= 0 else None
+    return RunPlan(args, subcommand, entry, model_class, data_class, linked)
 
 
 def _init_parameters(cls: type) -> set[str]:
@@ -240,6 +242,16 @@ def _setting_error(err: BaseException) -> ValueError | None:
     return None
 
 
+def _default_callbacks(subcommand: str | None) -> list[L.Callback]:
+    """Only the callbacks the subcommand uses: Lightning calls every callback's hooks on every
+    step, so idle ones still cost time."""
+    if subcommand == "predict":
+        return [ClassPredictionWriter()]
+    if subcommand in ("validate", "test"):
+        return []
+    return [LearningRateMonitor(logging_interval="epoch"), LearningCurvePlot()]
+
+
 class LitzooCLI(LightningCLI):
     """LightningCLI with registry names, entry-driven checkpointing and runs under runs/<model>/."""
 
@@ -254,11 +266,7 @@ class LitzooCLI(LightningCLI):
             run=run,
             trainer_defaults={
                 "logger": lazy_instance(CSVLogger, save_dir=str(RUNS_DIR), name=self.plan.run_name),
-                "callbacks": [
-                    LearningRateMonitor(logging_interval="epoch"),
-                    LearningCurvePlot(),
-                    ClassPredictionWriter(),
-                ],
+                "callbacks": _default_callbacks(self.plan.subcommand),
             },
             save_config_kwargs={"overwrite": True},
             parser_kwargs={

@@ -1,14 +1,15 @@
 """Datasets held in memory as tensors and batched by index: one fancy-indexing call per batch,
 no per-sample Python work. DataLoader samplers still choose the indices, so Lightning's
-DistributedSampler gives each DDP rank a disjoint shard."""
+DistributedSampler gives each DDP rank a disjoint shard; a batch sampler hands each batch's
+indices over as one tensor."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 
 class TensorBatches(Dataset):
@@ -25,9 +26,23 @@ class TensorBatches(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         return tuple(t[index] for t in self.tensors)
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    def __getitems__(self, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices)
         return tuple(t[index] for t in self.tensors)
+
+
+class TensorIndexBatches(BatchSampler):
+    """A BatchSampler that draws its sampler's order once per epoch and yields each batch of
+    indices as a slice of one tensor, instead of a list built one Python int at a time and
+    converted to a tensor per batch. Lightning rebuilds it around a DistributedSampler under
+    DDP, as it does a plain BatchSampler."""
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        batches = order.split(self.batch_size)
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches = batches[:-1]
+        yield from batches
 
 
 def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -57,9 +72,10 @@ class InMemoryDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:
             raise RuntimeError(f"{type(self).__name__} has no {split!r} split; call setup() first")
-        return DataLoader(
-            self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=keep_batch
-        )
+        data = self.splits[split]
+        order = RandomSampler(data) if shuffle else SequentialSampler(data)
+        batches = TensorIndexBatches(order, batch_size=self.batch_size, drop_last=False)
+        return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
 
     def transfer_batch_to_device(
         self, batch: tuple[torch.Tensor, ...], device: torch.device, dataloader_idx: int

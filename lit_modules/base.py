@@ -62,6 +62,16 @@ class ZooModule(L.LightningModule):
         check_non_negative(momentum=momentum, weight_decay=weight_decay)
         self.save_hyperparameters()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Lightning sets `_current_fx_name` before and after every hook call, about forty
+        times a training step; nn.Module's __setattr__ searches parameters, buffers and
+        submodules each time, which costs more than a small model's whole step. That plain
+        string attribute is stored directly."""
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
