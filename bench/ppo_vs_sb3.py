@@ -1,8 +1,9 @@
 """litzoo PPO against Stable-Baselines3 PPO on CartPole-v1, both with rl-baselines3-zoo's
 hyperparameters (8 envs x 32 steps, batch 256, 20 epochs, gamma 0.98, lambda 0.8, lr 1e-3
 annealed; the zoo also anneals SB3's clip range, litzoo keeps 0.2), 3 seeds each, 100k steps.
-Every 2048 steps both are scored by the mean return of 20 deterministic episodes; the table gives the training wall-clock seconds (evaluation time
-excluded for both) and environment steps until that mean first reaches 475, and the final one.
+Every 2048 steps, after training on them, both are scored by the mean return of 20
+deterministic episodes from the same 20 seeded start states; the table gives the training
+wall-clock seconds (evaluation time excluded for both) and environment steps until that mean first reaches 475, and the final one.
 
 Both run in this one process with `torch.set_num_threads(1)` (small networks; fair to both).
 stable-baselines3 is needed here only: pip install stable-baselines3."""
@@ -83,19 +84,33 @@ def run_sb3(seed: int) -> Curve:
     from stable_baselines3.common.evaluation import evaluate_policy
 
     class SB3EvalCurve(BaseCallback):
+        """Scores the policy when a rollout starts, i.e. after SB3 has trained on every step
+        collected so far (as litzoo's validation follows its updates), and once at the end;
+        the evaluation envs restart from the same seeds each time, as litzoo's do."""
+
         def _on_training_start(self) -> None:
             self.points: Curve = []
             self.start, self.paused, self.next_eval = time.perf_counter(), 0.0, EVAL_EVERY
 
-        def _on_step(self) -> bool:
+        def _evaluate(self) -> None:
+            now = time.perf_counter()
+            eval_env.seed(seed + 10_000)
+            mean, _ = evaluate_policy(
+                self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
+            )
+            self.points.append((now - self.start - self.paused, self.num_timesteps, mean))
+            self.paused += time.perf_counter() - now
+
+        def _on_rollout_start(self) -> None:
             if self.num_timesteps >= self.next_eval:
-                now = time.perf_counter()
-                mean, _ = evaluate_policy(
-                    self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
-                )
-                self.points.append((now - self.start - self.paused, self.num_timesteps, mean))
-                self.paused += time.perf_counter() - now
+                self._evaluate()
                 self.next_eval += EVAL_EVERY
+
+        def _on_training_end(self) -> None:
+            if not self.points or self.points[-1][1] < self.num_timesteps:
+                self._evaluate()
+
+        def _on_step(self) -> bool:
             return True
 
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
@@ -134,12 +149,15 @@ def main() -> None:
         "| SB3 steps to 475 | SB3 final | time ratio litzoo/SB3 |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    ratios = []
+    ratios, unsolved = [], []
     for seed in seeds:
         ours = run_litzoo("cartpole.yaml", seed)
         theirs = run_sb3(seed)
         (our_s, our_n), (their_s, their_n) = first_solved(ours), first_solved(theirs)
-        ratios.append(our_s / their_s)
+        unsolved += [
+            f"{who} seed {seed}" for who, n in (("litzoo", our_n), ("SB3", their_n)) if n < 0
+        ]
+        ratios.append(our_s / their_s if math.isfinite(our_s / their_s) else math.nan)
         rows.append(
             f"| {seed} | {our_s:.1f} | {our_n} | {ours[-1][2]:.1f} | {their_s:.1f} | {their_n} "
             f"| {theirs[-1][2]:.1f} | {ratios[-1]:.2f} |"
@@ -149,7 +167,8 @@ def main() -> None:
         "ppo_vs_sb3",
         "PPO on CartPole-v1: litzoo vs Stable-Baselines3",
         f"{__doc__.split(chr(10) + chr(10))[0]}\n\nMedian time ratio litzoo/SB3: "
-        f"{statistics.median(ratios):.2f} (bar: < 1, every seed solved).\n\n" + "\n".join(rows),
+        f"{statistics.median(ratios):.2f} (bar: < 1, every seed solved). Not solved within "
+        f"{TOTAL_STEPS} steps: {', '.join(unsolved) or 'none'}.\n\n" + "\n".join(rows),
     )
 
 

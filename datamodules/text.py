@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.download import RemoteFile, fetch
+from datamodules.download import DataError, RemoteFile, fetch
 from datamodules.in_memory import InMemoryDataModule, TensorBatches
 from registry import register_datamodule
 
@@ -218,6 +218,22 @@ class TimeMachineData(InMemoryDataModule):
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         return self.vocab.decode(ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The vocabulary goes into every checkpoint, so that a later run can check that its
+        data settings give the model the same token ids."""
+        return {"vocab": list(self.vocab.tokens)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("vocab")
+        if saved is not None and saved != self.vocab.tokens:
+            raise DataError(
+                f"the checkpoint's vocabulary ({len(saved)} tokens) differs from the one these "
+                f"data settings build ({len(self.vocab)} tokens: token={self.token!r}, "
+                f"min_freq={self.min_freq}, max_tokens={self.max_tokens}, fractions "
+                f"{self.fractions}); pass the --data settings the model was trained with "
+                "(its run directory's config.yaml has them)."
+            )
 
     def predict_dataloader(self) -> DataLoader:
         """One generation request, a flat tuple of tensors like every other batch: the encoded

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torchmetrics.classification import MulticlassAccuracy
 
 OptimizerName = Literal["sgd", "adam", "adamw"]
@@ -114,6 +115,30 @@ class ZooModule(L.LightningModule):
                 f"this checkpoint was written by {saved}, not {self.class_path()}: load it with "
                 f"that model (the CLI picks it when --model is left out)."
             )
+        self._check_weight_shapes(checkpoint)
+
+    def _check_weight_shapes(self, checkpoint: dict[str, Any]) -> None:
+        """Name the hyperparameters behind weights of the wrong shape (a different dataset or
+        vocabulary, say) instead of leaving torch's size-mismatch list to decode."""
+        own = self.state_dict()
+        wrong = [
+            key
+            for key, value in checkpoint.get("state_dict", {}).items()
+            if key in own and not is_lazy(own[key]) and own[key].shape != value.shape
+        ]
+        if not wrong:
+            return
+        saved = checkpoint.get("hyper_parameters", {})
+        differ = [
+            f"{key}={saved[key]!r} (now {self.hparams[key]!r})"
+            for key in saved
+            if not key.startswith("_") and key in self.hparams and saved[key] != self.hparams[key]
+        ]
+        raise CheckpointMismatchError(
+            f"the checkpoint's weights do not fit this model ({', '.join(wrong[:3])} differ in "
+            f"shape); the checkpoint was trained with {', '.join(differ) or 'other data'}. Pass "
+            "the settings it was trained with (its run directory's config.yaml has them)."
+        )
 
 
 class ClassifierModule(ZooModule):

@@ -52,7 +52,8 @@ class RNNLanguageModel(ZooModule):
             raise HyperparameterError(
                 "bidirectional=True does not fit next-token prediction: the backward direction "
                 "reads the very tokens the model must predict. Bidirectional recurrence belongs "
-                "to the seq2seq encoder (lit_modules/seq2seq.py), not to a language model."
+                "to a sequence-to-sequence encoder, which reads a whole source sentence, not to "
+                "a language model."
             )
         check_positive(vocab_size=vocab_size, hidden_size=hidden_size)
         if embedding_size is not None:
@@ -88,7 +89,7 @@ class RNNLanguageModel(ZooModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         tokens, targets = batch
         loss = self._loss(self(tokens), targets)
-        self.log("train/loss", loss, batch_size=len(tokens))
+        self.log_train_loss(loss)
         return loss
 
     def _evaluate(self, batch: Batch, stage: str, perplexity: Perplexity) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import run_cli
 
+from datamodules.download import DataError
 from datamodules.text import TimeMachineData, Vocab, normalize, tokenize
 from lit_modules.base import HyperparameterError
 from registry import DATAMODULES, MODELS, get_model, list_models
@@ -110,7 +111,7 @@ def test_bad_data_arguments_are_clear() -> None:
 
 @pytest.mark.parametrize("name", RNN_MODELS)
 def test_bidirectional_is_rejected_with_a_pointer_to_seq2seq(name: str) -> None:
-    with pytest.raises(HyperparameterError, match="seq2seq encoder"):
+    with pytest.raises(HyperparameterError, match="sequence-to-sequence encoder"):
         get_model(name, bidirectional=True)
 
 
@@ -188,3 +189,16 @@ def test_cli_predict_generates_text_from_a_checkpoint(tmp_path) -> None:
     assert [p.read_text() for p in written] == [lines[0] + "\n"]
     again = run_cli(*generate, cwd=tmp_path)
     assert lines[0] in again.stdout
+    words = run_cli(*generate, "--data.token", "word", cwd=tmp_path)
+    assert words.returncode == 2
+    assert "vocab_size=" in words.stderr and "config.yaml" in words.stderr
+
+
+def test_a_checkpoint_from_another_vocabulary_is_refused() -> None:
+    data = TimeMachineData(**SMALL_DATA)
+    state = data.state_dict()
+    assert state["vocab"] == data.vocab.tokens
+    data.load_state_dict(state)  # the same vocabulary loads
+    state["vocab"][1], state["vocab"][2] = state["vocab"][2], state["vocab"][1]
+    with pytest.raises(DataError, match="--data settings the model was trained with"):
+        data.load_state_dict(state)
