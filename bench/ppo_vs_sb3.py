@@ -1,6 +1,6 @@
 """litzoo PPO against Stable-Baselines3 PPO on CartPole-v1, both with rl-baselines3-zoo's
 hyperparameters (8 envs x 32 steps, batch 256, 20 epochs, gamma 0.98, lambda 0.8, lr 1e-3
-annealed; the zoo also anneals SB3's clip range, litzoo keeps 0.2), 3 seeds each, 100k steps.
+annealed; the zoo also anneals SB3's clip range, litzoo keeps 0.2), the same seeds each, 100k steps.
 Every 2048 steps, after training on them, both are scored by the mean return of 20
 deterministic episodes from the same 20 seeded start states; the table gives the training
 wall-clock seconds (evaluation time excluded for both) and environment steps until that mean first reaches 475, and the final one.
@@ -150,6 +150,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     ratios, unsolved = [], []
+    steps_to_solve: dict[str, list[int]] = {"litzoo": [], "SB3": []}
+    ms_per_step: dict[str, list[float]] = {"litzoo": [], "SB3": []}
     for seed in seeds:
         ours = run_litzoo("cartpole.yaml", seed)
         theirs = run_sb3(seed)
@@ -158,6 +160,10 @@ def main() -> None:
             f"{who} seed {seed}" for who, n in (("litzoo", our_n), ("SB3", their_n)) if n < 0
         ]
         ratios.append(our_s / their_s if math.isfinite(our_s / their_s) else math.nan)
+        for who, seconds, steps in (("litzoo", our_s, our_n), ("SB3", their_s, their_n)):
+            if steps > 0:
+                steps_to_solve[who].append(steps)
+                ms_per_step[who].append(1000 * seconds / steps)
         rows.append(
             f"| {seed} | {our_s:.1f} | {our_n} | {ours[-1][2]:.1f} | {their_s:.1f} | {their_n} "
             f"| {theirs[-1][2]:.1f} | {ratios[-1]:.2f} |"
@@ -168,7 +174,15 @@ def main() -> None:
         "PPO on CartPole-v1: litzoo vs Stable-Baselines3",
         f"{__doc__.split(chr(10) + chr(10))[0]}\n\nMedian time ratio litzoo/SB3: "
         f"{statistics.median(ratios):.2f} (bar: < 1, every seed solved). Not solved within "
-        f"{TOTAL_STEPS} steps: {', '.join(unsolved) or 'none'}.\n\n" + "\n".join(rows),
+        f"{TOTAL_STEPS} steps: {', '.join(unsolved) or 'none'}. Medians over the {len(seeds)} seeds: "
+        + "; ".join(
+            f"{who} {statistics.median(steps_to_solve[who]):.0f} steps to 475 at "
+            f"{statistics.median(ms_per_step[who]):.2f} ms of training per env step"
+            for who in ("litzoo", "SB3")
+            if steps_to_solve[who]
+        )
+        + ".\n\n"
+        + "\n".join(rows),
     )
 
 
