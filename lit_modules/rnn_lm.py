@@ -140,7 +140,8 @@ class RNNLanguageModel(ZooModule):
 
 class ScratchRNN(nn.Module):
     """The recurrence written out as in d2l 9.5: H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h).
-    Same batch-first interface as ``nn.RNN`` (state of shape (batch, hidden))."""
+    Called like a batch-first ``nn.RNN`` (outputs and final state), but with one layer its state
+    has no layer axis: (batch, hidden), not nn.RNN's (layers, batch, hidden)."""
 
     def __init__(self, input_size: int, hidden_size: int, sigma: float = 0.01) -> None:
         super().__init__()
