@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import lightning as L
@@ -19,6 +20,8 @@ from lit_modules.base import HyperparameterError, ZooModule, check_non_negative,
 from registry import register_model
 
 Batch = dict[str, torch.Tensor]
+# What each update logs (as train/<name>), averaged over the rollout's minibatch steps.
+STATS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac")
 
 
 def compute_gae(
@@ -45,12 +48,11 @@ def compute_gae(
 
 
 def clipped_surrogate(
-    log_ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float
+    ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float
 ) -> torch.Tensor:
     """PPO's clipped policy loss per sample: the pessimistic one of the ratio-weighted advantage
     and its clipped twin, so a ratio that has left [1 - clip, 1 + clip] in the direction the
     advantage rewards gets no gradient."""
-    ratio = log_ratio.exp()
     clipped = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
     return -torch.min(ratio * advantages, clipped * advantages)
 
@@ -62,12 +64,31 @@ def _linear(width_in: int, width_out: int, gain: float) -> nn.Linear:
     return layer
 
 
-def _tanh_mlp(widths: list[int]) -> nn.Sequential:
-    """Tanh hidden layers with orthogonal weights of gain sqrt(2), as in the PPO baselines."""
-    layers: list[nn.Module] = []
-    for width_in, width_out in itertools.pairwise(widths):
-        layers += [_linear(width_in, width_out, math.sqrt(2)), nn.Tanh()]
-    return nn.Sequential(*layers)
+class TanhMLPs(nn.Module):
+    """`copies` independent tanh MLPs of the same widths, evaluated together: each layer is one
+    batched matmul for all of them. The actor and the critic are small, so running them one
+    after the other costs mostly per-op time; batched, they cost about what one does.
+
+    Weights are orthogonal with gain sqrt(2), biases zero, as in the PPO baselines. Maps
+    (batch, widths[0]) to (copies, batch, widths[-1])."""
+
+    def __init__(self, widths: list[int], copies: int) -> None:
+        super().__init__()
+        self.copies = copies
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for width_in, width_out in itertools.pairwise(widths):
+            weight = torch.empty(copies, width_out, width_in)
+            for matrix in weight:
+                nn.init.orthogonal_(matrix, math.sqrt(2))
+            self.weights.append(nn.Parameter(weight.transpose(1, 2).contiguous()))
+            self.biases.append(nn.Parameter(torch.zeros(copies, 1, width_out)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = x.expand(self.copies, *x.shape)
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            hidden = torch.baddbmm(bias, hidden, weight).tanh()
+        return hidden
 
 
 @register_model(
@@ -167,12 +188,10 @@ class PPO(ZooModule):
                 raise HyperparameterError(f"{name} must be in [0, 1], got {value}")
 
         widths = [obs_dim, *hidden_sizes]
-        self.trunk = _tanh_mlp(widths) if shared_network else nn.Identity()
-        actor_body, critic_body = (
-            nn.Identity() if shared_network else _tanh_mlp(widths) for _ in range(2)
-        )
-        self.actor = nn.Sequential(actor_body, _linear(widths[-1], action_dim, gain=0.01))
-        self.critic = nn.Sequential(critic_body, _linear(widths[-1], 1, gain=1.0))
+        # The actor's body is copy 0 and the critic's the last: the same one if shared.
+        self.bodies = TanhMLPs(widths, copies=1 if shared_network else 2)
+        self.actor_head = _linear(widths[-1], action_dim, gain=0.01)
+        self.critic_head = _linear(widths[-1], 1, gain=1.0)
         self.log_std = nn.Parameter(torch.full((action_dim,), log_std_init)) if continuous else None
 
         # Checkpointed state besides the weights: resume continues all of it.
@@ -196,14 +215,15 @@ class PPO(ZooModule):
         """(action logits, or the Gaussian's mean; state value) for a batch of observations."""
         if self.hparams.normalize_obs:
             obs = ((obs - self.obs_mean) / (self.obs_var + 1e-8).sqrt()).clamp(-10.0, 10.0)
-        hidden = self.trunk(obs)
-        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+        hidden = self.bodies(obs)
+        return self.actor_head(hidden[0]), self.critic_head(hidden[-1]).squeeze(-1)
 
     def _sample(self, out: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if self.log_std is None:
             if deterministic:
                 return out.argmax(-1)
-            return torch.multinomial(out.softmax(-1), 1).squeeze(-1)
+            # Gumbel-max: argmax of logits - log(Exp(1) noise) is a draw from softmax(logits).
+            return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
         return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
 
     def _log_prob_entropy(
@@ -257,7 +277,9 @@ class PPO(ZooModule):
             self._episode_length = np.zeros(envs.num_envs, dtype=np.int64)
         steps, n = hp.rollout_steps, envs.num_envs
         obs_buf = torch.empty(steps, n, hp.obs_dim, device=self.device)
-        actions, log_probs, values, rewards, dones = [], [], [], [], []
+        outs, actions, values = [], [], []
+        rewards = np.empty((steps, n), dtype=np.float32)
+        dones = np.empty((steps, n), dtype=np.float32)
         returns: list[float] = []
         lengths: list[int] = []
         obs = self._obs
@@ -266,90 +288,95 @@ class PPO(ZooModule):
             out, value = self(obs_buf[t])
             action = self._sample(out, deterministic=False)
             obs, reward, terminated, truncated, info = envs.step(self._to_env(action, envs))
-            reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
+            rewards[t] = reward
             cut = truncated & ~terminated
             if cut.any():  # a time limit, not a terminal state: bootstrap from the final obs
                 final = self._observe(np.stack(info["final_obs"][cut]))
-                reward_t[torch.as_tensor(cut, device=self.device)] += hp.gamma * self(final)[1]
+                rewards[t, cut] += hp.gamma * self(final)[1].cpu().numpy()
             done = terminated | truncated
+            dones[t] = done
             self._episode_return += reward
             self._episode_length += 1
             if done.any():
                 returns += self._episode_return[done].tolist()
                 lengths += self._episode_length[done].tolist()
                 self._episode_return[done], self._episode_length[done] = 0.0, 0
+            outs.append(out)
             actions.append(action)
-            log_probs.append(self._log_prob_entropy(out, action)[0])
             values.append(value)
-            rewards.append(reward_t)
-            dones.append(torch.as_tensor(done, dtype=torch.float32, device=self.device))
         self._obs = obs
-        values_t = torch.stack(values)
+        actions_t, values_t = torch.stack(actions), torch.stack(values)
         advantages, value_targets = compute_gae(
-            torch.stack(rewards),
+            torch.as_tensor(rewards, device=self.device),
             values_t,
-            torch.stack(dones),
+            torch.as_tensor(dones, device=self.device),
             self(self._observe(obs))[1],
             hp.gamma,
             hp.gae_lambda,
         )
         batch = {
             "obs": obs_buf,
-            "actions": torch.stack(actions),
-            "log_probs": torch.stack(log_probs),
+            "actions": actions_t,
+            "log_probs": self._log_prob_entropy(torch.stack(outs), actions_t)[0],
             "values": values_t,
             "advantages": advantages,
             "returns": value_targets,
         }
         return {k: v.flatten(0, 1) for k, v in batch.items()}, returns, lengths
 
-    def _loss(self, mb: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _loss(self, mb: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The minibatch's loss, and its STATS (detached, in that order)."""
         hp = self.hparams
         out, value = self(mb["obs"])
         log_prob, entropy = self._log_prob_entropy(out, mb["actions"])
         log_ratio = log_prob - mb["log_probs"]
+        ratio = log_ratio.exp()
         adv = mb["advantages"]
         adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
-        ratio = log_ratio.exp()
-        kl = (ratio - 1.0) - log_ratio  # non-negative, unbiased estimate of KL(old || new)
         if hp.objective == "clip":
-            policy_loss = clipped_surrogate(log_ratio, adv, hp.clip_coef).mean()
+            policy_loss = clipped_surrogate(ratio, adv, hp.clip_coef).mean()
         else:
-            policy_loss = (self.kl_beta * kl - ratio * adv).mean()
+            kl = ((ratio - 1.0) - log_ratio).mean()
+            policy_loss = self.kl_beta * kl - (ratio * adv).mean()
         value_error = (value - mb["returns"]).square()
         if hp.value_clip is not None:
             clipped = mb["values"] + (value - mb["values"]).clamp(-hp.value_clip, hp.value_clip)
             value_error = torch.max(value_error, (clipped - mb["returns"]).square())
         value_loss, entropy = value_error.mean(), entropy.mean()
         loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy
-        stats = {
-            "loss": loss,
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "approx_kl": kl.mean(),
-            "clip_frac": ((ratio - 1.0).abs() > hp.clip_coef).float().mean(),
-        }
-        return loss, {k: v.detach() for k, v in stats.items()}
+        with torch.no_grad():
+            # (ratio - 1) - log ratio: a non-negative, unbiased estimate of KL(old || new).
+            approx_kl = ((ratio - 1.0) - log_ratio).mean()
+            clip_frac = ((ratio - 1.0).abs() > hp.clip_coef).float().mean()
+            stats = torch.stack([loss, policy_loss, value_loss, entropy, approx_kl, clip_frac])
+        return loss, stats
+
+    def _minibatches(self, batch: Batch) -> Iterator[Batch]:
+        """The rollout in random minibatches of about minibatch_size; a rollout that is one
+        minibatch is used as it is, since the loss does not depend on the sample order."""
+        size = len(batch["obs"])
+        chunks = max(1, size // self.hparams.minibatch_size)
+        if chunks == 1:
+            yield batch
+            return
+        for idx in torch.randperm(size, device=self.device).chunk(chunks):
+            yield {k: v[idx] for k, v in batch.items()}
 
     def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """update_epochs passes of minibatch steps; returns the mean of each logged statistic."""
         hp = self.hparams
         optimizer = self.optimizers()
-        size = len(batch["obs"])
-        totals: dict[str, torch.Tensor] = {}
-        count = 0
+        totals, count = torch.zeros(len(STATS), device=self.device), 0
         for _ in range(hp.update_epochs):
             epoch_kl = []
-            order = torch.randperm(size, device=self.device)
-            for idx in order.chunk(max(1, size // hp.minibatch_size)):
-                loss, stats = self._loss({k: v[idx] for k, v in batch.items()})
+            for mb in self._minibatches(batch):
+                loss, stats = self._loss(mb)
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 self.clip_gradients(optimizer, hp.max_grad_norm, "norm")
                 optimizer.step()
-                totals = {k: totals.get(k, 0.0) + v for k, v in stats.items()}
-                epoch_kl.append(stats["approx_kl"])
+                totals += stats
+                epoch_kl.append(stats[STATS.index("approx_kl")])
                 count += 1
             # Ranks agree on the KL so that they all stop after the same number of steps.
             kl = self.trainer.strategy.reduce(torch.stack(epoch_kl).mean(), reduce_op="mean")
@@ -360,7 +387,7 @@ class PPO(ZooModule):
                 self.kl_beta /= 2.0
             elif kl > hp.kl_penalty_target * 1.5:
                 self.kl_beta *= 2.0
-        return {k: v / count for k, v in totals.items()}
+        return dict(zip(STATS, (totals / count).unbind(), strict=True))
 
     @torch.no_grad()
     def _update_obs_stats(self, obs: torch.Tensor) -> None:

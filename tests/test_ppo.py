@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import gymnasium as gym
 import lightning as L
 import pytest
 import torch
@@ -13,7 +14,7 @@ from conftest import REPO, run_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.gym import GymData
-from lit_modules.ppo import PPO, clipped_surrogate, compute_gae
+from lit_modules.ppo import PPO, TanhMLPs, clipped_surrogate, compute_gae
 from registry import MODELS
 
 
@@ -50,8 +51,49 @@ def test_clipped_objective_gradient_vanishes_outside_clip_range(
     ratio: float, advantage: float, gradient_vanishes: bool
 ) -> None:
     log_ratio = torch.tensor([math.log(ratio)], requires_grad=True)
-    clipped_surrogate(log_ratio, torch.tensor([advantage]), clip_coef=0.2).sum().backward()
+    clipped_surrogate(log_ratio.exp(), torch.tensor([advantage]), clip_coef=0.2).sum().backward()
     assert (log_ratio.grad.abs() < 1e-12).item() is gradient_vanishes
+
+
+def test_batched_mlps_are_independent_networks() -> None:
+    mlps = TanhMLPs([3, 5, 4], copies=2)
+    x = torch.randn(7, 3)
+    out = mlps(x)
+    for c in range(2):
+        hidden = x
+        for weight, bias in zip(mlps.weights, mlps.biases, strict=True):
+            hidden = torch.tanh(hidden @ weight[c] + bias[c])
+        torch.testing.assert_close(out[c], hidden)
+    out[0].sum().backward()  # the actor's output reaches none of the critic's weights
+    for weight in mlps.weights:
+        assert weight.grad[0].abs().sum() > 0 and not weight.grad[1].any()
+
+
+def test_rollout_bootstraps_time_limits_but_reports_raw_returns() -> None:
+    model = PPO(rollout_steps=12, gamma=0.9, gae_lambda=0.0)  # value targets: r + gamma V(next)
+    envs = gym.make_vec(
+        "CartPole-v1",
+        num_envs=2,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        max_episode_steps=5,  # a random policy keeps the pole up this long from the start
+    )
+    envs.reset(seed=0)
+    batch, returns, lengths = model._collect(envs)
+    assert returns == [5.0] * 4 and lengths == [5] * 4  # what the environment paid, no bootstrap
+    with torch.no_grad():
+        logits, values = model(batch["obs"])
+    torch.testing.assert_close(batch["values"], values)
+    torch.testing.assert_close(
+        batch["log_probs"], logits.log_softmax(-1).gather(-1, batch["actions"][:, None])[:, 0]
+    )
+    targets, values = batch["returns"].view(12, 2), values.view(12, 2)
+    for t in range(11):
+        if t % 5 == 4:  # truncated: bootstrapped from the final observation, not the reset one
+            assert ((targets[t] - 1.0).abs() > 1e-4).all()
+            assert ((targets[t] - 1.0 - 0.9 * values[t + 1]).abs() > 1e-4).all()
+        else:
+            torch.testing.assert_close(targets[t], 1.0 + 0.9 * values[t + 1])
 
 
 class GradientRecorder(L.Callback):
