@@ -93,12 +93,17 @@ class ZooModule(L.LightningModule):
             schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def log_train_loss(self, loss: torch.Tensor) -> None:
-        """Log `train/loss` on the steps the logger writes (every `log_every_n_steps`) and on
-        the first step; Lightning's per-call logging machinery costs more than a small
-        model's whole step, so calling it on every step would dominate fit time."""
+    def is_logging_step(self, step: int) -> bool:
+        """Whether training batch `step` (counted from 0) logs: the batches the logger writes
+        (every `log_every_n_steps`-th) and the first, so the progress bar has values at once.
+        Lightning's per-call logging machinery costs more than a small model's whole step, so
+        modules log only on these batches."""
         every = self.trainer.log_every_n_steps
-        if self.global_step == 0 or (every and (self.global_step + 1) % every == 0):
+        return step == 0 or (bool(every) and (step + 1) % every == 0)
+
+    def log_train_loss(self, loss: torch.Tensor) -> None:
+        """Log `train/loss` on the logging steps (see `is_logging_step`)."""
+        if self.is_logging_step(self.global_step):
             self.log("train/loss", loss)
 
     @classmethod

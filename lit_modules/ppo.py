@@ -208,6 +208,11 @@ class PPO(ZooModule):
         self._obs: np.ndarray | None = None
         self._episode_return = np.zeros(0)
         self._episode_length = np.zeros(0, dtype=np.int64)
+        # What happened since the last rollout whose metrics the logger wrote.
+        self._unlogged_stats: torch.Tensor | float = 0.0
+        self._unlogged_rollouts = 0
+        self._unlogged_returns: list[float] = []
+        self._unlogged_lengths: list[int] = []
 
     # ----------------------------------------------------------------------------- the policy
 
@@ -362,8 +367,8 @@ class PPO(ZooModule):
         for idx in torch.randperm(size, device=self.device).chunk(chunks):
             yield {k: v[idx] for k, v in batch.items()}
 
-    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """update_epochs passes of minibatch steps; returns the mean of each logged statistic."""
+    def _update(self, batch: Batch) -> torch.Tensor:
+        """update_epochs passes of minibatch steps; returns the mean of each of STATS."""
         hp = self.hparams
         optimizer = self.optimizers()
         totals, count = torch.zeros(len(STATS), device=self.device), 0
@@ -387,7 +392,7 @@ class PPO(ZooModule):
                 self.kl_beta /= 2.0
             elif kl > hp.kl_penalty_target * 1.5:
                 self.kl_beta *= 2.0
-        return dict(zip(STATS, (totals / count).unbind(), strict=True))
+        return totals / count
 
     @torch.no_grad()
     def _update_obs_stats(self, obs: torch.Tensor) -> None:
@@ -406,18 +411,30 @@ class PPO(ZooModule):
 
     def training_step(self, envs: Any, batch_idx: int) -> None:
         batch, returns, lengths = self._collect(envs)
-        stats = self._update(batch)
+        self._unlogged_stats += self._update(batch)
+        self._unlogged_rollouts += 1
+        self._unlogged_returns += returns
+        self._unlogged_lengths += lengths
         if self.hparams.normalize_obs:
             self._update_obs_stats(batch["obs"])
-        self.lr_schedulers().step()
+        schedule = self.lr_schedulers()
+        schedule.step()
         self.env_steps += len(batch["obs"]) * self.trainer.world_size
-        self.log_dict({f"train/{k}": v for k, v in stats.items()}, prog_bar=False)
+        if self.is_logging_step(schedule.last_epoch - 1):  # the schedule counts rollouts
+            self._log_training()
+
+    def _log_training(self) -> None:
+        """Log the means over the rollouts and the episodes since the last write."""
+        stats = self._unlogged_stats / self._unlogged_rollouts
+        self.log_dict({f"train/{k}": v for k, v in zip(STATS, stats.unbind(), strict=True)})
         self.log("train/env_steps", self.env_steps.float())
         if self.hparams.objective == "kl_penalty":
             self.log("train/kl_beta", self.kl_beta)
-        if returns:
-            self.log("train/return", float(np.mean(returns)), prog_bar=True)
-            self.log("train/length", float(np.mean(lengths)))
+        if self._unlogged_returns:
+            self.log("train/return", float(np.mean(self._unlogged_returns)), prog_bar=True)
+            self.log("train/length", float(np.mean(self._unlogged_lengths)))
+        self._unlogged_stats, self._unlogged_rollouts = 0.0, 0
+        self._unlogged_returns, self._unlogged_lengths = [], []
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5, fused=True)

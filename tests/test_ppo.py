@@ -3,6 +3,7 @@ updates on CartPole and Pendulum, resume, and a 2-process CPU DDP run."""
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -145,6 +146,30 @@ def test_a_few_updates_train_every_parameter_and_reload(
     ):
         torch.testing.assert_close(a, b)
     assert trainer.test(reloaded, data)[0]["test/length"] > 0
+
+
+def test_training_metrics_are_logged_on_the_loggers_cadence(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    model = PPO(**MODELS.entry("ppo").test_kwargs)
+    logger = CSVLogger(tmp_path, name="", version="")
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=4, logger=logger)
+    trainer.log_every_n_steps = 2  # the logger writes rollouts 1 and 3
+    logged_rollouts = []
+    log_dict = model.log_dict
+    model.log_dict = lambda *a, **k: (
+        logged_rollouts.append(int(model.env_steps)),
+        log_dict(*a, **k),
+    )
+    trainer.fit(model, GymData(num_envs=2, eval_episodes=1))
+    with open(tmp_path / "metrics.csv") as rows:
+        written = [
+            float(r["train/env_steps"]) for r in csv.DictReader(rows) if r["train/env_steps"]
+        ]
+    per_rollout = 2 * model.hparams.rollout_steps
+    assert written == [2 * per_rollout, 4 * per_rollout]
+    # Rollout 0 logs for the progress bar; rollout 2, which nobody would see, does not log.
+    assert logged_rollouts == [per_rollout, 2 * per_rollout, 4 * per_rollout]
 
 
 def test_model_rejects_environments_of_another_shape(tmp_path: Path) -> None:
