@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 
 from lit_modules.base import ClassifierModule, HyperparameterError, ZooModule, check_positive
 from registry import register_model
@@ -34,6 +35,7 @@ class LinearRegression(ZooModule):
         self.net = nn.Linear(num_inputs, 1)
         nn.init.normal_(self.net.weight, std=0.01)
         nn.init.zeros_(self.net.bias)
+        self.set_evaluation_metrics(loss=MeanMetric())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -50,10 +52,10 @@ class LinearRegression(ZooModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch))
+        self.evaluation_metrics["val"]["loss"].update(self._loss(batch), len(batch[0]))
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("test/loss", self._loss(batch))
+        self.evaluation_metrics["test"]["loss"].update(self._loss(batch), len(batch[0]))
 
     def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self(batch[0])

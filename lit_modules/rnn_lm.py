@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
 from callbacks import GeneratedTextWriter
@@ -68,8 +69,7 @@ class RNNLanguageModel(ZooModule):
         )
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
-        self.val_ppl = Perplexity()
-        self.test_ppl = Perplexity()
+        self.set_evaluation_metrics(loss=MeanMetric(), ppl=Perplexity())
 
     def logits_and_state(self, tokens: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """Logits (batch, steps, vocab) for token ids (batch, steps), and the final state."""
@@ -92,18 +92,18 @@ class RNNLanguageModel(ZooModule):
         self.log_train_loss(loss)
         return loss
 
-    def _evaluate(self, batch: Batch, stage: str, perplexity: Perplexity) -> None:
+    def _evaluate(self, batch: Batch, stage: str) -> None:
         tokens, targets = batch
         logits = self(tokens)
-        self.log(f"{stage}/loss", self._loss(logits, targets), batch_size=len(tokens))
-        perplexity.update(logits, targets)
-        self.log(f"{stage}/ppl", perplexity)
+        metrics = self.evaluation_metrics[stage]
+        metrics["loss"].update(self._loss(logits, targets), targets.numel())
+        metrics["ppl"].update(logits, targets)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_ppl)
+        self._evaluate(batch, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_ppl)
+        self._evaluate(batch, "test")
 
     @torch.no_grad()
     def generate(

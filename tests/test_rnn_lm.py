@@ -142,9 +142,11 @@ def test_perplexity_is_exp_of_mean_cross_entropy() -> None:
 
     x, y = next(iter(data.val_dataloader()))
     logits = model(x)
-    model.test_ppl.update(logits, y)
+    model.evaluation_metrics["test"]["ppl"].update(logits, y)
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
-    assert model.test_ppl.compute().item() == pytest.approx(ce.exp().item(), rel=1e-5)
+    assert model.evaluation_metrics["test"]["ppl"].compute().item() == pytest.approx(
+        ce.exp().item(), rel=1e-5
+    )
 
 
 def test_cli_predict_generates_text_from_a_checkpoint(tmp_path) -> None:
