@@ -140,6 +140,7 @@ class PPO(ZooModule):
         target_kl: float | None = None,
         lr: float = 2.5e-4,
         anneal_lr: bool = True,
+        anneal_clip: bool = False,
     ) -> None:
         """
         Args:
@@ -166,6 +167,8 @@ class PPO(ZooModule):
             target_kl: stop a rollout's update epochs once an epoch's approx. KL exceeds this.
             lr: Adam learning rate (eps 1e-5).
             anneal_lr: decay the learning rate linearly to 0 over max_epochs.
+            anneal_clip: decay clip_coef linearly to 0 over max_epochs too (rl-baselines3-zoo's
+                `clip_range: lin_0.2`).
         """
         super().__init__(lr=lr, optimizer="adam")
         hidden_sizes = [64, 64] if hidden_sizes is None else list(hidden_sizes)
@@ -329,7 +332,7 @@ class PPO(ZooModule):
         }
         return {k: v.flatten(0, 1) for k, v in batch.items()}, returns, lengths
 
-    def _loss(self, mb: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, mb: Batch, clip_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The minibatch's loss, and its STATS (detached, in that order)."""
         hp = self.hparams
         out, value = self(mb["obs"])
@@ -339,7 +342,7 @@ class PPO(ZooModule):
         adv = mb["advantages"]
         adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
         if hp.objective == "clip":
-            policy_loss = clipped_surrogate(ratio, adv, hp.clip_coef).mean()
+            policy_loss = clipped_surrogate(ratio, adv, clip_coef).mean()
         else:
             kl = ((ratio - 1.0) - log_ratio).mean()
             policy_loss = self.kl_beta * kl - (ratio * adv).mean()
@@ -352,7 +355,7 @@ class PPO(ZooModule):
         with torch.no_grad():
             # (ratio - 1) - log ratio: a non-negative, unbiased estimate of KL(old || new).
             approx_kl = ((ratio - 1.0) - log_ratio).mean()
-            clip_frac = ((ratio - 1.0).abs() > hp.clip_coef).float().mean()
+            clip_frac = ((ratio - 1.0).abs() > clip_coef).float().mean()
             stats = torch.stack([loss, policy_loss, value_loss, entropy, approx_kl, clip_frac])
         return loss, stats
 
@@ -371,11 +374,14 @@ class PPO(ZooModule):
         """update_epochs passes of minibatch steps; returns the mean of each of STATS."""
         hp = self.hparams
         optimizer = self.optimizers()
+        clip_coef = hp.clip_coef
+        if hp.anneal_clip:
+            clip_coef *= self._remaining(self.lr_schedulers().last_epoch)
         totals, count = torch.zeros(len(STATS), device=self.device), 0
         for _ in range(hp.update_epochs):
             epoch_kl = []
             for mb in self._minibatches(batch):
-                loss, stats = self._loss(mb)
+                loss, stats = self._loss(mb, clip_coef)
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 self.clip_gradients(optimizer, hp.max_grad_norm, "norm")
@@ -424,26 +430,41 @@ class PPO(ZooModule):
             self._log_training()
 
     def _log_training(self) -> None:
-        """Log the means over the rollouts and the episodes since the last write."""
-        stats = self._unlogged_stats / self._unlogged_rollouts
-        self.log_dict({f"train/{k}": v for k, v in zip(STATS, stats.unbind(), strict=True)})
+        """Log the means over the rollouts and the episodes since the last write, taken over
+        every DDP rank (all ranks log on the same rollouts)."""
+        returns, lengths = self._unlogged_returns, self._unlogged_lengths
+        local = torch.cat(
+            [
+                self._unlogged_stats.double() / self._unlogged_rollouts,
+                torch.tensor([sum(returns), sum(lengths), len(returns)], dtype=torch.float64),
+            ]
+        )
+        summed = self.trainer.strategy.reduce(local.to(self.device), reduce_op="sum")
+        stats = summed[: len(STATS)] / self.trainer.world_size
+        self.log_dict({f"train/{k}": v.float() for k, v in zip(STATS, stats, strict=True)})
         self.log("train/env_steps", self.env_steps.float())
         if self.hparams.objective == "kl_penalty":
             self.log("train/kl_beta", self.kl_beta)
-        if self._unlogged_returns:
-            self.log("train/return", float(np.mean(self._unlogged_returns)), prog_bar=True)
-            self.log("train/length", float(np.mean(self._unlogged_lengths)))
+        total_return, total_length, episodes = summed[len(STATS) :].tolist()
+        if episodes:
+            self.log("train/return", total_return / episodes, prog_bar=True)
+            self.log("train/length", total_length / episodes)
         self._unlogged_stats, self._unlogged_rollouts = 0.0, 0
         self._unlogged_returns, self._unlogged_lengths = [], []
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5, fused=True)
         # One scheduler step per rollout; max_epochs x rollouts per epoch is the horizon.
-        horizon = self.trainer.estimated_stepping_batches if self.hparams.anneal_lr else math.inf
+        self._horizon = self.trainer.estimated_stepping_batches
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda rollout: max(0.0, 1.0 - rollout / horizon)
+            optimizer, lambda rollout: self._remaining(rollout) if self.hparams.anneal_lr else 1.0
         )
         return [optimizer], [schedule]
+
+    def _remaining(self, rollouts: int) -> float:
+        """The share of the training horizon left after `rollouts` rollouts: the factor by
+        which annealing scales the learning rate and the clip range."""
+        return max(0.0, 1.0 - rollouts / self._horizon)
 
     # ----------------------------------------------------------------------------- evaluation
 

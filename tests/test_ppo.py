@@ -172,6 +172,23 @@ def test_training_metrics_are_logged_on_the_loggers_cadence(tmp_path: Path) -> N
     assert logged_rollouts == [per_rollout, 2 * per_rollout, 4 * per_rollout]
 
 
+class ClipRecorder(PPO):
+    def _loss(self, mb, clip_coef):
+        self.clips = [*getattr(self, "clips", []), clip_coef]
+        return super()._loss(mb, clip_coef)
+
+
+@pytest.mark.parametrize("anneal_clip", [False, True])
+def test_clip_range_anneals_linearly_over_the_rollouts(tmp_path: Path, anneal_clip: bool) -> None:
+    kwargs = {**MODELS.entry("ppo").test_kwargs, "update_epochs": 1, "clip_coef": 0.2}
+    model = ClipRecorder(**kwargs, anneal_clip=anneal_clip)
+    _trainer(tmp_path, max_epochs=1, limit_train_batches=4, limit_val_batches=0).fit(
+        model, GymData(num_envs=2, rollouts_per_epoch=4)
+    )
+    expected = [0.2, 0.15, 0.1, 0.05] if anneal_clip else [0.2] * 4
+    assert model.clips == pytest.approx(expected)
+
+
 def test_model_rejects_environments_of_another_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="obs_dim"):
         _trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(
@@ -210,6 +227,9 @@ class RankCheck(L.Callback):
         first_obs = pl_module.all_gather(torch.as_tensor(pl_module._obs))
         assert not torch.equal(first_obs[0], first_obs[1]), "DDP ranks share a seed stream"
         assert int(pl_module.env_steps) == 2 * 2 * 2 * 16  # rollouts x ranks x envs x steps
+        for name in ("train/loss", "train/return"):  # means over both ranks' updates and episodes
+            logged = pl_module.all_gather(trainer.callback_metrics[name])
+            assert logged[0] == logged[1], f"{name} differs between DDP ranks"
 
 
 def test_two_process_cpu_ddp(tmp_path: Path) -> None:
@@ -220,6 +240,7 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
         devices=2,
         max_epochs=1,
         limit_train_batches=2,
+        log_every_n_steps=1,
         callbacks=[RankCheck()],
     )
     trainer.fit(model, GymData(num_envs=2, eval_episodes=1))
