@@ -1,6 +1,6 @@
 """litzoo PPO against Stable-Baselines3 PPO on CartPole-v1, both with rl-baselines3-zoo's
 hyperparameters (8 envs x 32 steps, batch 256, 20 epochs, gamma 0.98, lambda 0.8, lr 1e-3
-annealed; the zoo also anneals SB3's clip range, litzoo keeps 0.2), the same seeds each, 100k steps.
+and clip range 0.2 annealed), the same seeds each, 100k steps.
 Every 2048 steps, after training on them, both are scored by the mean return of 20
 deterministic episodes from the same 20 seeded start states; the table gives the training
 wall-clock seconds (evaluation time excluded for both) and environment steps until that mean first reaches 475, and the final one.
