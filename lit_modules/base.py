@@ -34,6 +34,12 @@ def check_non_negative(**values: float) -> None:
             raise HyperparameterError(f"{name} must be >= 0, got {value}")
 
 
+def mean_metric() -> MeanMetric:
+    """A (weighted) mean metric for losses that turns NaN when a batch's value is NaN:
+    MeanMetric's default drops NaN values, which would hide a diverged model."""
+    return MeanMetric(nan_strategy=float("nan"))
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint written by a different model class than the one loading it."""
 
@@ -67,7 +73,7 @@ class ZooModule(L.LightningModule):
         self.evaluation_metrics = nn.ModuleDict()
 
     def set_evaluation_metrics(self, **metrics: Metric) -> None:
-        """Evaluate with these torchmetrics (e.g. ``loss=MeanMetric()``): validation and test
+        """Evaluate with these torchmetrics (e.g. ``loss=mean_metric()``): validation and test
         each get their own copies, which `*_step` updates through
         ``self.evaluation_metrics[stage][name]`` and which are logged once per epoch as
         `<stage>/<name>`. One log call per epoch, not per batch: each costs about a millisecond."""
@@ -146,15 +152,16 @@ class ZooModule(L.LightningModule):
                 f"this checkpoint was written by {saved}, not {self.class_path()}: load it with "
                 f"that model (the CLI picks it when --model is left out)."
             )
-        self._check_weight_shapes(checkpoint)
+        self._check_weights_fit(checkpoint)
 
-    def _check_weight_shapes(self, checkpoint: dict[str, Any]) -> None:
-        """Name the hyperparameters behind weights of the wrong shape (a different dataset or
-        vocabulary, say) instead of leaving torch's size-mismatch list to decode."""
-        own = self.state_dict()
-        wrong = [
+    def _check_weights_fit(self, checkpoint: dict[str, Any]) -> None:
+        """Name the hyperparameters behind weights that are missing, extra or of the wrong
+        shape (a different dataset, vocabulary or architecture setting, say) instead of leaving
+        torch's key and size-mismatch lists to decode."""
+        own, saved_weights = self.state_dict(), checkpoint.get("state_dict", {})
+        wrong = sorted(set(own) ^ set(saved_weights)) + [
             key
-            for key, value in checkpoint.get("state_dict", {}).items()
+            for key, value in saved_weights.items()
             if key in own and not is_lazy(own[key]) and own[key].shape != value.shape
         ]
         if not wrong:
@@ -166,9 +173,10 @@ class ZooModule(L.LightningModule):
             if not key.startswith("_") and key in self.hparams and saved[key] != self.hparams[key]
         ]
         raise CheckpointMismatchError(
-            f"the checkpoint's weights do not fit this model ({', '.join(wrong[:3])} differ in "
-            f"shape); the checkpoint was trained with {', '.join(differ) or 'other data'}. Pass "
-            "the settings it was trained with (its run directory's config.yaml has them)."
+            f"the checkpoint's weights do not fit this model ({', '.join(wrong[:3])} missing, "
+            f"extra or of another shape); the checkpoint was trained with "
+            f"{', '.join(differ) or 'other data or another version of this model'}. Pass the "
+            "settings it was trained with (its run directory's config.yaml has them)."
         )
 
 
@@ -186,7 +194,7 @@ class ClassifierModule(ZooModule):
         super().__init__(**kwargs)
         check_positive(num_classes=num_classes)
         self.set_evaluation_metrics(
-            loss=MeanMetric(), acc=MulticlassAccuracy(num_classes, average="micro")
+            loss=mean_metric(), acc=MulticlassAccuracy(num_classes, average="micro")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
 
-from lit_modules.base import ClassifierModule, HyperparameterError, ZooModule, check_positive
+from lit_modules.base import (
+    ClassifierModule,
+    HyperparameterError,
+    ZooModule,
+    check_positive,
+    mean_metric,
+)
 from registry import register_model
 
 
@@ -35,7 +40,7 @@ class LinearRegression(ZooModule):
         self.net = nn.Linear(num_inputs, 1)
         nn.init.normal_(self.net.weight, std=0.01)
         nn.init.zeros_(self.net.bias)
-        self.set_evaluation_metrics(loss=MeanMetric())
+        self.set_evaluation_metrics(loss=mean_metric())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

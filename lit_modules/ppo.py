@@ -20,7 +20,8 @@ from lit_modules.base import HyperparameterError, ZooModule, check_non_negative,
 from registry import register_model
 
 Batch = dict[str, torch.Tensor]
-# What each update logs (as train/<name>), averaged over the rollout's minibatch steps.
+# What the updates log (as train/<name>): means over the minibatch steps of the rollouts since
+# the last write, and over DDP ranks.
 STATS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac")
 
 
@@ -70,7 +71,7 @@ class TanhMLPs(nn.Module):
     after the other costs mostly per-op time; batched, they cost about what one does.
 
     Weights are orthogonal with gain sqrt(2), biases zero, as in the PPO baselines. Maps
-    (batch, widths[0]) to (copies, batch, widths[-1])."""
+    (..., widths[0]) to (copies, ..., widths[-1])."""
 
     def __init__(self, widths: list[int], copies: int) -> None:
         super().__init__()
@@ -85,10 +86,10 @@ class TanhMLPs(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(copies, 1, width_out)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = x.expand(self.copies, *x.shape)
+        hidden = x.reshape(1, -1, x.shape[-1]).expand(self.copies, -1, -1)
         for weight, bias in zip(self.weights, self.biases, strict=True):
             hidden = torch.baddbmm(bias, hidden, weight).tanh()
-        return hidden
+        return hidden.view(self.copies, *x.shape[:-1], hidden.shape[-1])
 
 
 @register_model(
@@ -211,11 +212,11 @@ class PPO(ZooModule):
         self._obs: np.ndarray | None = None
         self._episode_return = np.zeros(0)
         self._episode_length = np.zeros(0, dtype=np.int64)
-        # What happened since the last rollout whose metrics the logger wrote.
+        # Since the last logged rollout: summed STATS, rollouts, and the episodes that ended
+        # (summed returns, summed lengths, count).
         self._unlogged_stats: torch.Tensor | float = 0.0
         self._unlogged_rollouts = 0
-        self._unlogged_returns: list[float] = []
-        self._unlogged_lengths: list[int] = []
+        self._unlogged_episodes = np.zeros(3)
 
     # ----------------------------------------------------------------------------- the policy
 
@@ -419,8 +420,7 @@ class PPO(ZooModule):
         batch, returns, lengths = self._collect(envs)
         self._unlogged_stats += self._update(batch)
         self._unlogged_rollouts += 1
-        self._unlogged_returns += returns
-        self._unlogged_lengths += lengths
+        self._unlogged_episodes += (sum(returns), sum(lengths), len(returns))
         if self.hparams.normalize_obs:
             self._update_obs_stats(batch["obs"])
         schedule = self.lr_schedulers()
@@ -432,16 +432,15 @@ class PPO(ZooModule):
     def _log_training(self) -> None:
         """Log the means over the rollouts and the episodes since the last write, taken over
         every DDP rank (all ranks log on the same rollouts)."""
-        returns, lengths = self._unlogged_returns, self._unlogged_lengths
         local = torch.cat(
             [
-                self._unlogged_stats.double() / self._unlogged_rollouts,
-                torch.tensor([sum(returns), sum(lengths), len(returns)], dtype=torch.float64),
+                self._unlogged_stats / self._unlogged_rollouts,
+                torch.as_tensor(self._unlogged_episodes, dtype=torch.float32, device=self.device),
             ]
         )
-        summed = self.trainer.strategy.reduce(local.to(self.device), reduce_op="sum")
+        summed = self.trainer.strategy.reduce(local, reduce_op="sum")
         stats = summed[: len(STATS)] / self.trainer.world_size
-        self.log_dict({f"train/{k}": v.float() for k, v in zip(STATS, stats, strict=True)})
+        self.log_dict({f"train/{k}": v for k, v in zip(STATS, stats, strict=True)})
         self.log("train/env_steps", self.env_steps.float())
         if self.hparams.objective == "kl_penalty":
             self.log("train/kl_beta", self.kl_beta)
@@ -450,7 +449,7 @@ class PPO(ZooModule):
             self.log("train/return", total_return / episodes, prog_bar=True)
             self.log("train/length", total_length / episodes)
         self._unlogged_stats, self._unlogged_rollouts = 0.0, 0
-        self._unlogged_returns, self._unlogged_lengths = [], []
+        self._unlogged_episodes = np.zeros(3)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5, fused=True)

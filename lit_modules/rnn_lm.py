@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
 from callbacks import GeneratedTextWriter
-from lit_modules.base import HyperparameterError, ZooModule, check_positive
+from lit_modules.base import HyperparameterError, ZooModule, check_positive, mean_metric
 from registry import register_model
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -69,7 +68,7 @@ class RNNLanguageModel(ZooModule):
         )
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
-        self.set_evaluation_metrics(loss=MeanMetric(), ppl=Perplexity())
+        self.set_evaluation_metrics(loss=mean_metric(), ppl=Perplexity())
 
     def logits_and_state(self, tokens: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """Logits (batch, steps, vocab) for token ids (batch, steps), and the final state."""
