@@ -27,8 +27,10 @@ class TensorBatches(Dataset):
         return tuple(t[index] for t in self.tensors)
 
     def __getitems__(self, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # index_select, not t[index]: on CPU, advanced indexing of a uint8 image tensor by a
+        # batch of 256 indices takes ~450 us here against ~20 us for index_select.
         index = torch.as_tensor(indices)
-        return tuple(t[index] for t in self.tensors)
+        return tuple(t.index_select(0, index) for t in self.tensors)
 
 
 class TensorIndexBatches(BatchSampler):

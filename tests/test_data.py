@@ -212,6 +212,10 @@ def test_tensor_batches_fetch_a_whole_batch_at_once() -> None:
     ds = TensorBatches(torch.arange(10), torch.arange(10) * 2)
     xs, ys = ds.__getitems__([3, 1, 4])
     assert xs.tolist() == [3, 1, 4] and ys.tolist() == [6, 2, 8]
+    images = torch.arange(10 * 2 * 3, dtype=torch.uint8).view(10, 1, 2, 3)
+    index = torch.tensor([9, 0, 9, 5])  # as TensorIndexBatches hands it over, repeats allowed
+    (batch,) = TensorBatches(images).__getitems__(index)
+    assert batch.dtype == torch.uint8 and torch.equal(batch, images[index])
     with pytest.raises(ValueError):
         TensorBatches(torch.arange(3), torch.arange(4))
 
