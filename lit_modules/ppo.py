@@ -13,6 +13,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from callbacks import EpisodeGif
@@ -364,12 +365,15 @@ class PPO(ZooModule):
         """The rollout in random minibatches of about minibatch_size; a rollout that is one
         minibatch is used as it is, since the loss does not depend on the sample order."""
         size = len(batch["obs"])
-        chunks = max(1, size // self.hparams.minibatch_size)
+        chunks = self._minibatch_count(size)
         if chunks == 1:
             yield batch
             return
         for idx in torch.randperm(size, device=self.device).chunk(chunks):
             yield {k: v[idx] for k, v in batch.items()}
+
+    def _minibatch_count(self, rollout_size: int) -> int:
+        return max(1, rollout_size // self.hparams.minibatch_size)
 
     def _update(self, batch: Batch) -> torch.Tensor:
         """update_epochs passes of minibatch steps; returns the mean of each of STATS."""
@@ -453,12 +457,37 @@ class PPO(ZooModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5, fused=True)
-        # One scheduler step per rollout; max_epochs x rollouts per epoch is the horizon.
-        self._horizon = self.trainer.estimated_stepping_batches
+        self._horizon = self._rollout_horizon()
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda rollout: self._remaining(rollout) if self.hparams.anneal_lr else 1.0
         )
         return [optimizer], [schedule]
+
+    def _rollout_horizon(self) -> float:
+        """The rollouts this fit runs, over which annealing goes to zero: max_epochs x rollouts
+        per epoch, or fewer when `max_steps` ends the fit first. Under manual optimization
+        `max_steps` counts optimizer steps, update_epochs x minibatches per rollout."""
+        trainer, hp = self.trainer, self.hparams
+        horizon = trainer.estimated_stepping_batches  # loads the loader unless max_epochs is -1
+        if trainer.max_steps == -1:
+            return horizon
+        num_envs = getattr(trainer.datamodule, "num_envs", None)
+        if num_envs is None:
+            raise HyperparameterError(
+                "PPO with --trainer.max_steps needs the gym datamodule (its num_envs turns "
+                "optimizer steps into rollouts); set the length with max_epochs instead."
+            )
+        if hp.target_kl is not None:
+            rank_zero_warn(
+                "PPO with target_kl and --trainer.max_steps: updates stopped early take fewer "
+                "optimizer steps, so annealing can reach zero before max_steps; set the length "
+                "with max_epochs instead."
+            )
+        per_rollout = hp.update_epochs * self._minibatch_count(hp.rollout_steps * num_envs)
+        by_steps = math.ceil(trainer.max_steps / per_rollout)
+        if trainer.max_epochs == -1:
+            return by_steps
+        return min(trainer.max_epochs * trainer.num_training_batches, by_steps)
 
     def _remaining(self, rollouts: int) -> float:
         """The share of the training horizon left after `rollouts` rollouts: the factor by

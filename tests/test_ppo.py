@@ -193,6 +193,18 @@ def test_clip_range_anneals_linearly_over_the_rollouts(tmp_path: Path, anneal_cl
     assert model.clips == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("max_epochs", [-1, 10])
+def test_max_steps_sets_the_annealing_horizon_in_rollouts(tmp_path: Path, max_epochs: int) -> None:
+    # max_steps counts optimizer steps: 2 update epochs of one minibatch each per rollout, so
+    # max_steps=7 ends the fit after 4 rollouts, and the clip range must anneal over those 4.
+    kwargs = {**MODELS.entry("ppo").test_kwargs, "update_epochs": 2, "clip_coef": 0.2}
+    model = ClipRecorder(**kwargs, anneal_clip=True)
+    trainer = _trainer(tmp_path, max_epochs=max_epochs, max_steps=7, limit_val_batches=0)
+    trainer.fit(model, GymData(num_envs=2, rollouts_per_epoch=3))
+    assert model.clips == pytest.approx([0.2, 0.2, 0.15, 0.15, 0.1, 0.1, 0.05, 0.05])
+    assert model.lr_schedulers().get_last_lr() == [0.0]
+
+
 def test_model_rejects_environments_of_another_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="obs_dim"):
         _trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(
