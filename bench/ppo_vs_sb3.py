@@ -6,7 +6,10 @@ deterministic episodes from the same 20 seeded start states; the table gives the
 wall-clock seconds (evaluation time excluded for both) and environment steps until that mean first reaches 475, and the final one.
 
 Both run in this one process with `torch.set_num_threads(1)` (small networks; fair to both).
-stable-baselines3 is needed here only: pip install stable-baselines3."""
+stable-baselines3 is needed here only: pip install stable-baselines3.
+
+With --until-solved, each run stops at its first solve instead: that gives the distribution of
+steps and seconds to 475 over many seeds, which three seeds cannot show."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,7 +61,7 @@ class EvalCurve(L.Callback):
         self.points.append((seconds, int(pl_module.env_steps), value))
 
 
-def run_litzoo(config: str, seed: int, *overrides: str) -> Curve:
+def run_litzoo(config: str, seed: int, *overrides: str, until_solved: bool = False) -> Curve:
     """Fit configs/rl/<config> through the CLI; its validation curve."""
     cli = LitzooCLI(
         [
@@ -72,11 +76,15 @@ def run_litzoo(config: str, seed: int, *overrides: str) -> Curve:
     )
     curve = EvalCurve()
     cli.trainer.callbacks.append(curve)
+    if until_solved:
+        cli.trainer.callbacks.append(
+            EarlyStopping("val/return", mode="max", patience=TOTAL_STEPS, stopping_threshold=SOLVED)
+        )
     cli.trainer.fit(cli.model, cli.datamodule)
     return curve.points
 
 
-def run_sb3(seed: int) -> Curve:
+def run_sb3(seed: int, until_solved: bool = False) -> Curve:
     """SB3 PPO with the zoo's CartPole-v1 hyperparameters, evaluated like litzoo."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -91,6 +99,7 @@ def run_sb3(seed: int) -> Curve:
         def _on_training_start(self) -> None:
             self.points: Curve = []
             self.start, self.paused, self.next_eval = time.perf_counter(), 0.0, EVAL_EVERY
+            self.solved = False
 
         def _evaluate(self) -> None:
             now = time.perf_counter()
@@ -100,6 +109,7 @@ def run_sb3(seed: int) -> Curve:
             )
             self.points.append((now - self.start - self.paused, self.num_timesteps, mean))
             self.paused += time.perf_counter() - now
+            self.solved = mean >= SOLVED
 
         def _on_rollout_start(self) -> None:
             if self.num_timesteps >= self.next_eval:
@@ -107,11 +117,13 @@ def run_sb3(seed: int) -> Curve:
                 self.next_eval += EVAL_EVERY
 
         def _on_training_end(self) -> None:
+            if until_solved and self.solved:
+                return
             if not self.points or self.points[-1][1] < self.num_timesteps:
                 self._evaluate()
 
         def _on_step(self) -> bool:
-            return True
+            return not (until_solved and self.solved)
 
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     eval_env = make_vec_env("CartPole-v1", n_envs=EVAL_EPISODES, seed=seed + 10_000)
@@ -139,11 +151,65 @@ def first_solved(curve: Curve) -> tuple[float, int]:
     return next(((s, n) for s, n, r in curve if r >= SOLVED), (math.inf, -1))
 
 
+def until_solved(seeds: range) -> None:
+    """Both sides on every seed, each run stopped at its first solve: the distributions of
+    steps and seconds to 475, and how often three seeds' median time ratio is below 1."""
+    rows = [
+        "| seed | litzoo s to 475 | litzoo steps | SB3 s to 475 | SB3 steps | time ratio litzoo/SB3 |",
+        "|---|---|---|---|---|---|",
+    ]
+    solved: dict[str, list[tuple[float, int]]] = {"litzoo": [], "SB3": []}
+    for seed in seeds:
+        ours = first_solved(run_litzoo("cartpole.yaml", seed, until_solved=True))
+        theirs = first_solved(run_sb3(seed, until_solved=True))
+        solved["litzoo"].append(ours)
+        solved["SB3"].append(theirs)
+        rows.append(
+            f"| {seed} | {ours[0]:.1f} | {ours[1]} | {theirs[0]:.1f} | {theirs[1]} "
+            f"| {ours[0] / theirs[0]:.2f} |"
+        )
+        print(rows[-1], flush=True)
+    ratios = [o[0] / t[0] for o, t in zip(solved["litzoo"], solved["SB3"], strict=True)]
+    triples = [statistics.median(ratios[i : i + 3]) for i in range(0, len(ratios) - 2, 3)]
+    summary = [
+        "| | seeds solved | steps to 475: 25% / median / 75% | seconds to 475: median | ms per env step: median |",
+        "|---|---|---|---|---|",
+    ]
+    for who, runs in solved.items():
+        steps = [n for _, n in runs if n > 0]
+        quartiles = statistics.quantiles(steps, n=4) if len(steps) > 1 else [math.nan] * 3
+        summary.append(
+            f"| {who} | {len(steps)} of {len(runs)} | "
+            + " / ".join(f"{q:.0f}" for q in quartiles)
+            + f" | {statistics.median(s for s, _ in runs):.1f} "
+            f"| {statistics.median(1000 * s / n for s, n in runs if n > 0):.2f} |"
+        )
+    write_section(
+        "ppo_vs_sb3_until_solved",
+        "PPO on CartPole-v1: steps and seconds to solve over many seeds",
+        "The same two trainers, evaluation and seeds as the section above, each run stopped at "
+        "its first mean evaluation return >= 475.\n\n"
+        + "\n".join(summary)
+        + f"\n\nMedian per-seed time ratio litzoo/SB3: {statistics.median(ratios):.2f}; litzoo "
+        f"was faster on {sum(r < 1 for r in ratios)} of {len(ratios)} seeds. Split into "
+        f"consecutive groups of three seeds, as the bar's three seeds are, the group's median "
+        f"ratio was below 1 in {sum(m < 1 for m in triples)} of {len(triples)} groups.\n\n"
+        + "\n".join(rows),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
-    seeds = range(parser.parse_args().seeds)
+    parser.add_argument(
+        "--until-solved", action="store_true", help="stop each run at its first solve"
+    )
+    opts = parser.parse_args()
+    seeds = range(opts.seeds)
     torch.set_num_threads(1)
+    if opts.until_solved:
+        until_solved(seeds)
+        return
     rows = [
         "| seed | litzoo s to 475 | litzoo steps to 475 | litzoo final | SB3 s to 475 "
         "| SB3 steps to 475 | SB3 final | time ratio litzoo/SB3 |",
