@@ -31,10 +31,10 @@ def matmul_flops(n: int = 2048, repeats: int = 20) -> float:
 
 
 def training_flops(
-    image_size: int, small_input: bool, batch: int, steps: int
+    image_size: int, small_input: bool, channels_last: bool, batch: int, steps: int
 ) -> tuple[float, float]:
     """(FLOPs per training step, achieved FLOP/s) of ResNet-18 on 1-channel images."""
-    model = get_model("resnet18", small_input=small_input)
+    model = get_model("resnet18", small_input=small_input, channels_last=channels_last)
     optimizer = model.configure_optimizers()
     x, y = torch.rand(batch, 1, image_size, image_size), torch.randint(0, 10, (batch,))
 
@@ -65,11 +65,13 @@ def main() -> None:
         "| ResNet-18 input | batch | GFLOP per training step | achieved GFLOP/s | share of matmul FLOP/s | images/s |",
         "|---|---|---|---|---|---|",
     ]
-    for size, small, label in (
-        (96, False, "96 px, d2l stem (7x7/2 + max-pool)"),
-        (28, True, "28 px, 3x3/1 stem"),
+    for size, small, channels_last, label in (
+        (96, False, False, "96 px, d2l stem (7x7/2 + max-pool)"),
+        (28, True, False, "28 px, 3x3/1 stem"),
+        (28, False, False, "28 px, d2l stem (resnet18_fast's network)"),
+        (28, False, True, "28 px, d2l stem, `channels_last: true` (resnet18_fast)"),
     ):
-        flops, rate = training_flops(size, small, opts.batch, opts.steps)
+        flops, rate = training_flops(size, small, channels_last, opts.batch, opts.steps)
         rows.append(
             f"| {label} | {opts.batch} | {flops / 1e9:.1f} | {rate / 1e9:.1f} | {rate / peak:.0%} "
             f"| {opts.batch * rate / flops:.0f} |"

@@ -51,6 +51,23 @@ def test_any_channels_and_classes(name: str) -> None:
     assert model(torch.rand(2, 3, size, size)).shape == (2, 5)
 
 
+@pytest.mark.parametrize("name", CNNS)
+def test_channels_last_computes_the_same_function(name: str) -> None:
+    entry = MODELS.entry(name)
+    size = entry.test_data_kwargs.get("resize", 28)
+    x = torch.rand(2, 1, size, size)
+    models = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        models.append(entry.cls(**entry.test_kwargs, channels_last=channels_last).eval())
+    nchw, nhwc = models
+    convs = [m.weight for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    torch.testing.assert_close(nhwc(x), nchw(x), rtol=1e-4, atol=1e-5)
+    nhwc.train()(x).sum().backward()  # the backward pass runs in NHWC too
+    assert all(w.grad is not None for w in convs)
+
+
 def test_too_small_images_are_a_clear_error() -> None:
     with pytest.raises(ValueError, match="resize them up"):
         get_model("alexnet", image_size=28)
@@ -69,3 +86,14 @@ def test_d2l_recipe_configs(name: str, tmp_path, monkeypatch) -> None:
     size = cli.datamodule.input_shape[-1]
     assert size == {"lenet": 28, "vgg": 224, "googlenet": 96}[name]
     assert cli.model.hparams.lr == {"lenet": 0.1, "vgg": 0.01, "googlenet": 0.01}[name]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "configs" / "cnn").glob("*_fast.yaml")), ids=lambda p: p.stem
+)
+def test_fast_recipes_build_at_28_px(path, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = LitzooCLI(["--config", str(path)], run=False)
+    assert cli.datamodule.input_shape == (1, 28, 28) and cli.datamodule.augment
+    x = torch.rand(2, *cli.datamodule.input_shape)
+    assert cli.model(x).shape == (2, 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from lit_modules.base import ClassifierModule, check_positive
@@ -17,18 +18,31 @@ CNN_ENTRY = {"family": "cnn", "data": "fashion_mnist", "monitor": "val/acc", "mo
 class CNNClassifier(ClassifierModule):
     """Image classifier whose `features` feed a `head`; weights initialized as d2l's init_cnn."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        channels_last: bool = False,
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             in_channels: image channels (linked from the data).
             num_classes: classes (linked from the data).
+            channels_last: keep convolution weights and activations in NHWC layout, which
+                oneDNN's CPU convolutions run faster (ResNet-18 at 28 px: ~1.12x, bench/flops.py).
         """
         super().__init__(num_classes=num_classes, **kwargs)
         check_positive(in_channels=in_channels)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def build(self, features: nn.Module, head: nn.Module) -> None:
         self.net = nn.Sequential(features, head)
         init_cnn(self.net)
+        self.net.to(memory_format=self.memory_format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=self.memory_format))
 
 
 @register_model("lenet", **CNN_ENTRY)
