@@ -125,6 +125,7 @@ class PPO(ZooModule):
         hidden_sizes: list[int] | None = None,
         shared_network: bool = False,
         normalize_obs: bool = False,
+        normalize_reward: bool = False,
         log_std_init: float = 0.0,
         rollout_steps: int = 128,
         update_epochs: int = 4,
@@ -152,6 +153,10 @@ class PPO(ZooModule):
             hidden_sizes: tanh hidden layers of the actor and of the critic; None means [64, 64].
             shared_network: one trunk with policy and value heads instead of separate networks.
             normalize_obs: standardize observations by running statistics (kept in checkpoints).
+            normalize_reward: divide training rewards by the running standard deviation of the
+                discounted return and clip them to +-10, as SB3's VecNormalize does, so value
+                targets stay near unit scale (statistics are updated once per rollout, before
+                its rewards are scaled); logged returns stay raw.
             log_std_init: initial state-independent log standard deviation (continuous actions).
             rollout_steps: steps collected from every environment per training batch.
             update_epochs: passes over each rollout.
@@ -168,8 +173,9 @@ class PPO(ZooModule):
             max_grad_norm: global gradient-norm clip.
             target_kl: stop a rollout's update epochs once an epoch's approx. KL exceeds this.
             lr: Adam learning rate (eps 1e-5).
-            anneal_lr: decay the learning rate linearly to 0 over max_epochs.
-            anneal_clip: decay clip_coef linearly to 0 over max_epochs too (rl-baselines3-zoo's
+            anneal_lr: decay the learning rate linearly to 0 over the fit's rollouts (as many
+                as max_epochs, or max_steps if that ends the fit first, allow).
+            anneal_clip: decay clip_coef linearly to 0 the same way (rl-baselines3-zoo's
                 `clip_range: lin_0.2`).
         """
         super().__init__(lr=lr, optimizer="adam")
@@ -204,6 +210,10 @@ class PPO(ZooModule):
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_var", torch.ones(obs_dim))
         self.register_buffer("obs_count", torch.zeros((), dtype=torch.float64))
+        if normalize_reward:
+            self.register_buffer("return_mean", torch.zeros(1))
+            self.register_buffer("return_var", torch.ones(1))
+            self.register_buffer("return_count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("kl_beta", torch.tensor(float(kl_coef)))
 
         self.automatic_optimization = False
@@ -213,6 +223,7 @@ class PPO(ZooModule):
         self._obs: np.ndarray | None = None
         self._episode_return = np.zeros(0)
         self._episode_length = np.zeros(0, dtype=np.int64)
+        self._discounted_return = np.zeros(0)  # per environment, for normalize_reward
         # Since the last logged rollout: summed STATS, rollouts, and the episodes that ended
         # (summed returns, summed lengths, count).
         self._unlogged_stats: torch.Tensor | float = 0.0
@@ -285,10 +296,12 @@ class PPO(ZooModule):
             self._envs, self._obs = envs, envs.reset()[0]
             self._episode_return = np.zeros(envs.num_envs)
             self._episode_length = np.zeros(envs.num_envs, dtype=np.int64)
+            self._discounted_return = np.zeros(envs.num_envs)
         steps, n = hp.rollout_steps, envs.num_envs
         obs_buf = torch.empty(steps, n, hp.obs_dim, device=self.device)
         outs, actions, values = [], [], []
         rewards = np.empty((steps, n), dtype=np.float32)
+        bootstrap = np.zeros((steps, n), dtype=np.float32)
         dones = np.empty((steps, n), dtype=np.float32)
         returns: list[float] = []
         lengths: list[int] = []
@@ -302,7 +315,7 @@ class PPO(ZooModule):
             cut = truncated & ~terminated
             if cut.any():  # a time limit, not a terminal state: bootstrap from the final obs
                 final = self._observe(np.stack(info["final_obs"][cut]))
-                rewards[t, cut] += hp.gamma * self(final)[1].cpu().numpy()
+                bootstrap[t, cut] = hp.gamma * self(final)[1].cpu().numpy()
             done = terminated | truncated
             dones[t] = done
             self._episode_return += reward
@@ -315,6 +328,9 @@ class PPO(ZooModule):
             actions.append(action)
             values.append(value)
         self._obs = obs
+        if hp.normalize_reward:
+            rewards = self._scale_rewards(rewards, dones)
+        rewards += bootstrap  # values, and so bootstraps, are in the scaled units already
         actions_t, values_t = torch.stack(actions), torch.stack(values)
         advantages, value_targets = compute_gae(
             torch.as_tensor(rewards, device=self.device),
@@ -405,20 +421,36 @@ class PPO(ZooModule):
                 self.kl_beta *= 2.0
         return totals / count
 
+    def _scale_rewards(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        """The rollout's rewards divided by the running std of the discounted return, which
+        this rollout's returns update first (normalize_reward)."""
+        returns = np.empty_like(rewards)
+        for t in range(len(rewards)):
+            self._discounted_return = self._discounted_return * self.hparams.gamma + rewards[t]
+            returns[t] = self._discounted_return
+            self._discounted_return[dones[t] > 0] = 0.0
+        self._update_moments("return", torch.as_tensor(returns, device=self.device).view(-1, 1))
+        scale = np.sqrt(self.return_var.item() + 1e-8)
+        return np.clip(rewards / scale, -10.0, 10.0).astype(np.float32)
+
     @torch.no_grad()
-    def _update_obs_stats(self, obs: torch.Tensor) -> None:
-        """Merge the rollout's moments (summed over DDP ranks) into the running statistics."""
-        obs = obs.double()
-        moments = torch.cat([obs.new_tensor([len(obs)]), obs.sum(0), obs.square().sum(0)])
+    def _update_moments(self, name: str, x: torch.Tensor) -> None:
+        """Merge the moments of the rows of `x` (summed over DDP ranks) into the running
+        `<name>_mean`, `<name>_var` and `<name>_count` buffers."""
+        x = x.double()
+        moments = torch.cat([x.new_tensor([len(x)]), x.sum(0), x.square().sum(0)])
         moments = self.trainer.strategy.reduce(moments, reduce_op="sum")
         n, total, total_sq = moments[0], *moments[1:].chunk(2)
         mean, var = total / n, total_sq / n - (total / n).square()
-        old_mean, old_var, count = self.obs_mean.double(), self.obs_var.double(), self.obs_count
+        running_mean, running_var, count = (
+            getattr(self, f"{name}_{k}") for k in ("mean", "var", "count")
+        )
+        old_mean, old_var = running_mean.double(), running_var.double()
         delta, new_count = mean - old_mean, count + n
         merged_var = old_var * count + var * n + delta.square() * count * n / new_count
-        self.obs_mean.copy_(old_mean + delta * n / new_count)
-        self.obs_var.copy_(merged_var / new_count)
-        self.obs_count.copy_(new_count)
+        running_mean.copy_(old_mean + delta * n / new_count)
+        running_var.copy_(merged_var / new_count)
+        count.copy_(new_count)
 
     def training_step(self, envs: Any, batch_idx: int) -> None:
         batch, returns, lengths = self._collect(envs)
@@ -426,7 +458,7 @@ class PPO(ZooModule):
         self._unlogged_rollouts += 1
         self._unlogged_episodes += (sum(returns), sum(lengths), len(returns))
         if self.hparams.normalize_obs:
-            self._update_obs_stats(batch["obs"])
+            self._update_moments("obs", batch["obs"])
         schedule = self.lr_schedulers()
         schedule.step()
         self.env_steps += len(batch["obs"]) * self.trainer.world_size
@@ -468,31 +500,32 @@ class PPO(ZooModule):
         per epoch, or fewer when `max_steps` ends the fit first. Under manual optimization
         `max_steps` counts optimizer steps, update_epochs x minibatches per rollout."""
         trainer, hp = self.trainer, self.hparams
-        horizon = trainer.estimated_stepping_batches  # loads the loader unless max_epochs is -1
         if trainer.max_steps == -1:
-            return horizon
+            return trainer.estimated_stepping_batches  # one scheduler step per rollout
+        by_epochs = math.inf
+        if trainer.max_epochs != -1:
+            trainer.estimated_stepping_batches  # noqa: B018 (loads the loader: num_training_batches)
+            by_epochs = trainer.max_epochs * trainer.num_training_batches
         num_envs = getattr(trainer.datamodule, "num_envs", None)
         if num_envs is None:
             raise HyperparameterError(
                 "PPO with --trainer.max_steps needs the gym datamodule (its num_envs turns "
                 "optimizer steps into rollouts); set the length with max_epochs instead."
             )
-        if hp.target_kl is not None:
+        per_rollout = hp.update_epochs * self._minibatch_count(hp.rollout_steps * num_envs)
+        by_steps = math.ceil(trainer.max_steps / per_rollout)
+        if hp.target_kl is not None and by_steps < by_epochs:
             rank_zero_warn(
                 "PPO with target_kl and --trainer.max_steps: updates stopped early take fewer "
                 "optimizer steps, so annealing can reach zero before max_steps; set the length "
                 "with max_epochs instead."
             )
-        per_rollout = hp.update_epochs * self._minibatch_count(hp.rollout_steps * num_envs)
-        by_steps = math.ceil(trainer.max_steps / per_rollout)
-        if trainer.max_epochs == -1:
-            return by_steps
-        return min(trainer.max_epochs * trainer.num_training_batches, by_steps)
+        return min(by_epochs, by_steps)
 
     def _remaining(self, rollouts: int) -> float:
         """The share of the training horizon left after `rollouts` rollouts: the factor by
         which annealing scales the learning rate and the clip range."""
-        return max(0.0, 1.0 - rollouts / self._horizon)
+        return max(0.0, 1.0 - rollouts / max(self._horizon, 1))
 
     # ----------------------------------------------------------------------------- evaluation
 

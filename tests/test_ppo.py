@@ -71,8 +71,14 @@ def test_batched_mlps_are_independent_networks() -> None:
         assert weight.grad[0].abs().sum() > 0 and not weight.grad[1].any()
 
 
-def test_rollout_bootstraps_time_limits_but_reports_raw_returns() -> None:
-    model = PPO(rollout_steps=12, gamma=0.9, gae_lambda=0.0)  # value targets: r + gamma V(next)
+@pytest.mark.parametrize("normalize_reward", [False, True])
+def test_rollout_bootstraps_time_limits_but_reports_raw_returns(
+    tmp_path: Path, normalize_reward: bool
+) -> None:
+    # Value targets are r + gamma V(next) (lambda 0); with normalize_reward, r is scaled but
+    # the bootstrap, already in the value's units, is not.
+    model = PPO(rollout_steps=12, gamma=0.9, gae_lambda=0.0, normalize_reward=normalize_reward)
+    model.trainer = _trainer(tmp_path)  # its strategy sums the reward statistics
     envs = gym.make_vec(
         "CartPole-v1",
         num_envs=2,
@@ -91,14 +97,34 @@ def test_rollout_bootstraps_time_limits_but_reports_raw_returns() -> None:
     torch.testing.assert_close(
         batch["log_probs"], logits.log_softmax(-1).gather(-1, batch["actions"][:, None])[:, 0]
     )
+    reward = 1.0 / math.sqrt(float(model.return_var) + 1e-8) if normalize_reward else 1.0
+    assert normalize_reward == (abs(reward - 1.0) > 0.05)  # so scaled and raw rewards differ
     targets, values = batch["returns"].view(12, 2), values.view(12, 2)
     for t in range(11):
         if t % 5 == 4:  # truncated: bootstrapped from the final observation, not the reset one
             final_obs = torch.as_tensor(np.stack(infos[t]["final_obs"]))
             with torch.no_grad():
-                torch.testing.assert_close(targets[t], 1.0 + 0.9 * model(final_obs)[1])
+                torch.testing.assert_close(targets[t], reward + 0.9 * model(final_obs)[1])
         else:
-            torch.testing.assert_close(targets[t], 1.0 + 0.9 * values[t + 1])
+            torch.testing.assert_close(targets[t], reward + 0.9 * values[t + 1])
+
+
+def test_rewards_are_scaled_by_the_running_std_of_the_discounted_return(tmp_path: Path) -> None:
+    model = PPO(gamma=0.5, normalize_reward=True)
+    model.trainer = _trainer(tmp_path)  # its strategy sums the moments (one process here)
+    model._discounted_return = np.zeros(2)
+    rewards = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 60.0]], dtype=np.float32)
+    dones = np.array([[0, 1], [0, 0], [1, 0]], dtype=np.float32)
+    scaled = model._scale_rewards(rewards, dones)
+    # Discounted returns by hand; env 1's episode ends after its first step, env 0's at the last.
+    returns = np.array([[1.0, 2.0], [0.5 + 3, 4.0], [1.75 + 5, 2 + 60]])
+    assert float(model.return_var) == pytest.approx(returns.var())
+    np.testing.assert_allclose(scaled, rewards / returns.std(), rtol=1e-5)
+    np.testing.assert_allclose(model._discounted_return, [0.0, 62.0])  # env 0's ended
+    # Against long-run statistics of unit scale, an outlier is clipped as SB3's VecNormalize does.
+    model.return_mean.zero_(), model.return_var.fill_(1.0), model.return_count.fill_(1e9)
+    scaled = model._scale_rewards(np.array([[50.0, -0.5]], dtype=np.float32), np.ones((1, 2)))
+    np.testing.assert_allclose(scaled, [[10.0, -0.5]], rtol=1e-4)
 
 
 class GradientRecorder(L.Callback):
@@ -115,7 +141,12 @@ class GradientRecorder(L.Callback):
         ("CartPole-v1", {}),
         (
             "Pendulum-v1",
-            {"objective": "kl_penalty", "normalize_obs": True, "shared_network": True},
+            {
+                "objective": "kl_penalty",
+                "normalize_obs": True,
+                "normalize_reward": True,
+                "shared_network": True,
+            },
         ),
     ],
 )
@@ -141,6 +172,8 @@ def test_a_few_updates_train_every_parameter_and_reload(
     assert trainer.global_step == 3 * model.hparams.update_epochs  # one minibatch per epoch
     if model.hparams.normalize_obs:
         assert float(model.obs_count) == int(model.env_steps)
+    if model.hparams.normalize_reward:
+        assert float(model.return_count) == int(model.env_steps)
 
     path = tmp_path / "ppo.ckpt"
     trainer.save_checkpoint(path)
@@ -193,15 +226,23 @@ def test_clip_range_anneals_linearly_over_the_rollouts(tmp_path: Path, anneal_cl
     assert model.clips == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("max_epochs", [-1, 10])
-def test_max_steps_sets_the_annealing_horizon_in_rollouts(tmp_path: Path, max_epochs: int) -> None:
-    # max_steps counts optimizer steps: 2 update epochs of one minibatch each per rollout, so
-    # max_steps=7 ends the fit after 4 rollouts, and the clip range must anneal over those 4.
+@pytest.mark.parametrize(
+    ("max_epochs", "clips"),
+    [  # max_steps counts optimizer steps: 2 update epochs of one minibatch each per rollout,
+        # so max_steps=7 ends the fit after 4 rollouts unless max_epochs ends it first.
+        (-1, [0.2, 0.15, 0.1, 0.05]),
+        (10, [0.2, 0.15, 0.1, 0.05]),
+        (1, [0.2, 2 / 15, 1 / 15]),  # one epoch of 3 rollouts
+    ],
+)
+def test_max_steps_sets_the_annealing_horizon_in_rollouts(
+    tmp_path: Path, max_epochs: int, clips: list[float]
+) -> None:
     kwargs = {**MODELS.entry("ppo").test_kwargs, "update_epochs": 2, "clip_coef": 0.2}
     model = ClipRecorder(**kwargs, anneal_clip=True)
     trainer = _trainer(tmp_path, max_epochs=max_epochs, max_steps=7, limit_val_batches=0)
     trainer.fit(model, GymData(num_envs=2, rollouts_per_epoch=3))
-    assert model.clips == pytest.approx([0.2, 0.2, 0.15, 0.15, 0.1, 0.1, 0.05, 0.05])
+    assert model.clips == pytest.approx([c for c in clips for _ in range(2)])
     assert model.lr_schedulers().get_last_lr() == [0.0]
 
 
@@ -212,9 +253,9 @@ def test_model_rejects_environments_of_another_shape(tmp_path: Path) -> None:
         )
 
 
-def test_resume_continues_steps_schedule_and_obs_statistics(tmp_path: Path) -> None:
+def test_resume_continues_steps_schedule_and_running_statistics(tmp_path: Path) -> None:
     def run(ckpt_path: Path | None = None) -> PPO:
-        model = PPO(**MODELS.entry("ppo").test_kwargs, normalize_obs=True)
+        model = PPO(**MODELS.entry("ppo").test_kwargs, normalize_obs=True, normalize_reward=True)
         checkpoints = ModelCheckpoint(tmp_path / "ckpt", "{epoch}", save_top_k=-1, every_n_epochs=1)
         trainer = _trainer(
             tmp_path, max_epochs=2, enable_checkpointing=True, callbacks=[checkpoints]
@@ -231,6 +272,7 @@ def test_resume_continues_steps_schedule_and_obs_statistics(tmp_path: Path) -> N
     assert resumed.final_step == straight.final_step == 4 * straight.hparams.update_epochs
     assert resumed.final_lr == pytest.approx(straight.final_lr)
     assert float(resumed.obs_count) == float(straight.obs_count) == int(straight.env_steps)
+    assert float(resumed.return_count) == int(straight.env_steps)
 
 
 class RankCheck(L.Callback):
@@ -243,13 +285,17 @@ class RankCheck(L.Callback):
         first_obs = pl_module.all_gather(torch.as_tensor(pl_module._obs))
         assert not torch.equal(first_obs[0], first_obs[1]), "DDP ranks share a seed stream"
         assert int(pl_module.env_steps) == 2 * 2 * 2 * 16  # rollouts x ranks x envs x steps
+        return_var = pl_module.all_gather(pl_module.return_var)  # reward scale over both ranks
+        assert torch.equal(return_var[0], return_var[1]), "DDP ranks scale rewards differently"
         for name in ("train/loss", "train/return"):  # means over both ranks' updates and episodes
             logged = pl_module.all_gather(trainer.callback_metrics[name])
             assert logged[0] == logged[1], f"{name} differs between DDP ranks"
 
 
 def test_two_process_cpu_ddp(tmp_path: Path) -> None:
-    model = PPO(**MODELS.entry("ppo").test_kwargs, normalize_obs=True, target_kl=0.01)
+    model = PPO(
+        **MODELS.entry("ppo").test_kwargs, normalize_obs=True, normalize_reward=True, target_kl=0.01
+    )
     trainer = _trainer(
         tmp_path,
         strategy="ddp_spawn",
