@@ -1,5 +1,5 @@
-"""Datasets held in memory as tensors and batched by index: one fancy-indexing call per batch,
-no per-sample Python work. DataLoader samplers still choose the indices, so Lightning's
+"""Datasets held in memory as tensors and batched by index: one index_select per tensor and
+batch, no per-sample Python work. DataLoader samplers still choose the indices, so Lightning's
 DistributedSampler gives each DDP rank a disjoint shard; a batch sampler hands each batch's
 indices over as one tensor."""
 
