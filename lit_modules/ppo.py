@@ -173,8 +173,8 @@ class PPO(ZooModule):
             max_grad_norm: global gradient-norm clip.
             target_kl: stop a rollout's update epochs once an epoch's approx. KL exceeds this.
             lr: Adam learning rate (eps 1e-5).
-            anneal_lr: decay the learning rate linearly to 0 over the fit's rollouts (as many
-                as max_epochs, or max_steps if that ends the fit first, allow).
+            anneal_lr: decay the learning rate linearly to 0 over the fit's rollouts
+                (max_epochs x rollouts per epoch, fewer if max_steps ends the fit first).
             anneal_clip: decay clip_coef linearly to 0 the same way (rl-baselines3-zoo's
                 `clip_range: lin_0.2`).
         """
