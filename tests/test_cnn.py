@@ -1,5 +1,5 @@
 """The CNN family: d2l's architectures (parameter counts), shared-block errors, any channel
-and class count, and the d2l recipe configs."""
+and class count, the NHWC (channels_last) layout, and the recipe configs."""
 
 from __future__ import annotations
 
