@@ -30,7 +30,7 @@ class CNNClassifier(ClassifierModule):
             in_channels: image channels (linked from the data).
             num_classes: classes (linked from the data).
             channels_last: keep convolution weights and activations in NHWC layout, which
-                oneDNN's CPU convolutions run faster (ResNet-18 at 28 px: ~1.12x, bench/flops.py).
+                oneDNN's CPU convolutions run faster (ResNet-18 at 28 px: ~1.15x, bench/flops.py).
         """
         super().__init__(num_classes=num_classes, **kwargs)
         check_positive(in_channels=in_channels)
