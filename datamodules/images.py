@@ -59,6 +59,7 @@ class ImageClassificationData(InMemoryDataModule):
         seed: int = 0,
         predict_images: str | None = None,
         augment: bool = False,
+        max_shift: int = 2,
     ) -> None:
         """
         Args:
@@ -68,12 +69,17 @@ class ImageClassificationData(InMemoryDataModule):
             seed: fixes the train/val split.
             predict_images: a .npy file of images, (N, H, W) or (N, C, H, W), uint8 in 0-255 or
                 float in 0-1, for `predict`; None predicts the test set.
-            augment: during training, shift each image by up to 2 pixels and flip half of them
-                left-right, batched on the device.
+            augment: during training, shift each image by up to `max_shift` pixels and flip half
+                of them left-right, batched on the device.
+            max_shift: largest shift in pixels when augmenting; 0 flips only, which costs less
+                and suits small models that the shifts would leave underfitted.
         """
         super().__init__(batch_size=batch_size, seed=seed)
         self.predict_images = predict_images
         self.augment = augment
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0 pixels (0 flips only), got {max_shift}")
+        self.max_shift = max_shift
         if val_size < 1:
             raise ValueError(f"val_size must be >= 1, got {val_size}")
         if resize is not None and resize < 1:
@@ -153,7 +159,7 @@ class ImageClassificationData(InMemoryDataModule):
         images, labels = batch
         images = images.float().div_(self.pixel_max)
         if self.augment and self.trainer is not None and self.trainer.training:
-            images = shift_and_flip(images)
+            images = shift_and_flip(images, self.max_shift)
         if self.resize:
             images = F.interpolate(images, size=(self.resize, self.resize), mode="bilinear")
         return images, labels
@@ -163,8 +169,10 @@ def shift_and_flip(images: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
     """Random translation by up to `max_shift` pixels (zero fill) and a left-right flip of a
     random half, different for every image but computed for the whole batch at once."""
     n, _, height, width = images.shape
-    theta = torch.zeros(n, 2, 3, device=images.device)
     flip = torch.rand(n, device=images.device) < 0.5
+    if max_shift == 0:  # flips alone need no resampling grid
+        return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    theta = torch.zeros(n, 2, 3, device=images.device)
     theta[:, 0, 0] = torch.where(flip, -1.0, 1.0)
     theta[:, 1, 1] = 1.0
     shift = torch.randint(-max_shift, max_shift + 1, (n, 2), device=images.device).float()

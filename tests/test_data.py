@@ -232,7 +232,12 @@ def test_synthetic_regression_follows_the_true_parameters() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"batch_size": 0}, "batch_size"), ({"val_size": 0}, "val_size"), ({"resize": -3}, "resize")],
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"val_size": 0}, "val_size"),
+        ({"resize": -3}, "resize"),
+        ({"max_shift": -1}, "max_shift"),
+    ],
 )
 def test_bad_data_arguments_are_clear_errors(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -249,6 +254,16 @@ def test_shift_and_flip_moves_whole_pixels_per_image() -> None:
     # every output pixel is an input pixel of the same image or the zero fill
     for original, augmented in zip(images, out, strict=True):
         assert set(augmented.unique().tolist()) <= set(original.unique().tolist()) | {0.0}
+
+
+def test_shift_and_flip_with_no_shift_only_flips() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(64, 1, 8, 8)
+    out = shift_and_flip(images, max_shift=0)
+    kept = (out == images).flatten(1).all(1)
+    flipped = (out == images.flip(-1)).flatten(1).all(1)
+    assert bool((kept | flipped).all())  # each image whole, mirrored or not
+    assert 16 < int(flipped.sum()) < 48  # about half of them mirrored
 
 
 def test_augmentation_applies_to_training_batches_only() -> None:
