@@ -22,10 +22,9 @@ BARS = {  # recipe -> (bar on test accuracy, bar on wall time); d2l's recipe has
 }
 
 
-def run(recipe: str) -> str:
-    cli = LitzooCLI(
-        ["--config", str(ROOT / "configs" / "cnn" / f"{recipe}.yaml"), *QUIET], run=False
-    )
+def run(recipe: str, seed: int) -> str:
+    config = str(ROOT / "configs" / "cnn" / f"{recipe}.yaml")
+    cli = LitzooCLI(["--config", config, f"--seed_everything={seed}", *QUIET], run=False)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     seconds = time.perf_counter() - start
@@ -34,7 +33,7 @@ def run(recipe: str) -> str:
     ]
     images = cli.trainer.current_epoch * len(cli.datamodule.splits["train"])
     return (
-        f"| `configs/cnn/{recipe}.yaml` | {cli.trainer.current_epoch} | {accuracy:.4f} | {seconds / 60:.1f} "
+        f"| `configs/cnn/{recipe}.yaml` | {seed} | {cli.trainer.current_epoch} | {accuracy:.4f} | {seconds / 60:.1f} "
         f"| {images / seconds:,.0f} | {BARS.get(recipe, '')} |"
     )
 
@@ -42,12 +41,13 @@ def run(recipe: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipes", nargs="+", default=["lenet", "lenet_fast"])
+    parser.add_argument("--seeds", type=int, default=1, help="runs per recipe, seeds 0..N-1")
     opts = parser.parse_args()
     rows = [
-        "| recipe | epochs | test acc | fit min | train images/s | bar or reference |",
-        "|---|---|---|---|---|---|",
+        "| recipe | seed | epochs | test acc | fit min | train images/s | bar or reference |",
+        "|---|---|---|---|---|---|---|",
     ]
-    rows += [run(recipe) for recipe in opts.recipes]
+    rows += [run(recipe, seed) for recipe in opts.recipes for seed in range(opts.seeds)]
     write_section(
         "cnn_recipes",
         "CNN recipes on Fashion-MNIST",
