@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["lenet", "lenet_fast"])
     parser.add_argument("--seeds", type=int, default=1, help="runs per recipe, seeds 0..N-1")
     opts = parser.parse_args()
+    if opts.seeds < 1:
+        parser.error("--seeds must be >= 1")
     rows = [
         "| recipe | seed | epochs | test acc | fit min | train images/s | bar or reference |",
         "|---|---|---|---|---|---|---|",

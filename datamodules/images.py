@@ -72,13 +72,16 @@ class ImageClassificationData(InMemoryDataModule):
             augment: during training, shift each image by up to `max_shift` pixels and flip half
                 of them left-right, batched on the device.
             max_shift: largest shift in pixels when augmenting; 0 flips only, which costs less
-                and suits small models that the shifts would leave underfitted.
+                (lenet_fast's 15 epochs scored higher without shifts).
         """
         super().__init__(batch_size=batch_size, seed=seed)
         self.predict_images = predict_images
         self.augment = augment
-        if max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0 pixels (0 flips only), got {max_shift}")
+        if not 0 <= max_shift < min(self.image_shape[1:]):
+            raise ValueError(
+                f"max_shift must be from 0 (flips only) to less than the image side "
+                f"{min(self.image_shape[1:])} pixels, got {max_shift}"
+            )
         self.max_shift = max_shift
         if val_size < 1:
             raise ValueError(f"val_size must be >= 1, got {val_size}")

@@ -237,6 +237,7 @@ def test_synthetic_regression_follows_the_true_parameters() -> None:
         ({"val_size": 0}, "val_size"),
         ({"resize": -3}, "resize"),
         ({"max_shift": -1}, "max_shift"),
+        ({"max_shift": 8}, "max_shift"),
     ],
 )
 def test_bad_data_arguments_are_clear_errors(kwargs, message) -> None:
@@ -258,7 +259,7 @@ def test_shift_and_flip_moves_whole_pixels_per_image() -> None:
 
 def test_shift_and_flip_with_no_shift_only_flips() -> None:
     torch.manual_seed(0)
-    images = torch.rand(64, 1, 8, 8)
+    images = torch.rand(64, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     out = shift_and_flip(images, max_shift=0)
     kept = (out == images).flatten(1).all(1)
     flipped = (out == images.flip(-1)).flatten(1).all(1)
@@ -269,7 +270,7 @@ def test_shift_and_flip_with_no_shift_only_flips() -> None:
 def test_augmentation_applies_to_training_batches_only() -> None:
     import lightning as L
 
-    data = DigitsData(batch_size=32, augment=True)
+    data = DigitsData(batch_size=32, augment=True, max_shift=0)
     data.setup()
     batch = next(iter(data.train_dataloader()))
     data.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
@@ -280,3 +281,6 @@ def test_augmentation_applies_to_training_batches_only() -> None:
     val_x, _ = data.on_after_batch_transfer(batch, 0)
     assert torch.equal(val_x, batch[0].float() / 16)
     assert not torch.equal(train_x, val_x)
+    # max_shift=0 reaches the augmentation: every training image is whole, mirrored or not
+    whole = (train_x == val_x) | (train_x == val_x.flip(-1))
+    assert bool(whole.flatten(1).all(1).all())
