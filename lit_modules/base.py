@@ -34,6 +34,13 @@ def check_non_negative(**values: float) -> None:
             raise HyperparameterError(f"{name} must be >= 0, got {value}")
 
 
+def check_dropout(**values: float) -> None:
+    """Raise a HyperparameterError naming the first dropout probability outside [0, 1)."""
+    for name, value in values.items():
+        if not 0.0 <= value < 1.0:
+            raise HyperparameterError(f"{name} must be in [0, 1), got {value}")
+
+
 def mean_metric() -> MeanMetric:
     """A (weighted) mean metric for losses that turns NaN when a batch's value is NaN:
     MeanMetric's default drops NaN values, which would hide a diverged model."""

@@ -11,8 +11,8 @@ from torch import nn
 
 from lit_modules.base import (
     ClassifierModule,
-    HyperparameterError,
     ZooModule,
+    check_dropout,
     check_positive,
     mean_metric,
 )
@@ -123,8 +123,7 @@ class MLP(ClassifierModule):
         check_positive(
             num_inputs=num_inputs, **{f"hidden_sizes[{i}]": h for i, h in enumerate(hidden_sizes)}
         )
-        if not 0.0 <= dropout < 1.0:
-            raise HyperparameterError(f"dropout must be in [0, 1), got {dropout}")
+        check_dropout(dropout=dropout)
         widths = [num_inputs, *hidden_sizes]
         layers: list[nn.Module] = [nn.Flatten()]
         for width_in, width_out in itertools.pairwise(widths):

@@ -13,7 +13,13 @@ from torch import nn
 from torchmetrics.text import Perplexity
 
 from callbacks import GeneratedTextWriter
-from lit_modules.base import HyperparameterError, ZooModule, check_positive, mean_metric
+from lit_modules.base import (
+    HyperparameterError,
+    ZooModule,
+    check_dropout,
+    check_positive,
+    mean_metric,
+)
 from registry import register_model
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -58,8 +64,7 @@ class RNNLanguageModel(ZooModule):
         check_positive(vocab_size=vocab_size, hidden_size=hidden_size)
         if embedding_size is not None:
             check_positive(embedding_size=embedding_size)
-        if not 0.0 <= dropout < 1.0:
-            raise HyperparameterError(f"dropout must be in [0, 1), got {dropout}")
+        check_dropout(dropout=dropout)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.input_size = vocab_size if embedding_size is None else embedding_size
