@@ -1,5 +1,7 @@
-"""CNN recipes on Fashion-MNIST through litzoo's CLI: test accuracy (checkpoint best on
-validation), fit wall time and training images per second, for each configs/cnn/<recipe>.yaml."""
+"""Image classifier recipes on Fashion-MNIST through litzoo's CLI: test accuracy (checkpoint
+best on validation), fit wall time and training images per second, for each
+configs/<family>/<recipe>.yaml. Each family (cnn by default, vit) has its own section of
+docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ BARS = {  # recipe -> (bar on test accuracy, bar on wall time); d2l's recipe has
 }
 
 
-def run(recipe: str, seed: int) -> str:
-    config = str(ROOT / "configs" / "cnn" / f"{recipe}.yaml")
+def run(family: str, recipe: str, seed: int) -> str:
+    config = str(ROOT / "configs" / family / f"{recipe}.yaml")
     cli = LitzooCLI(["--config", config, f"--seed_everything={seed}", *QUIET], run=False)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -33,13 +35,14 @@ def run(recipe: str, seed: int) -> str:
     ]
     images = cli.trainer.current_epoch * len(cli.datamodule.splits["train"])
     return (
-        f"| `configs/cnn/{recipe}.yaml` | {seed} | {cli.trainer.current_epoch} | {accuracy:.4f} | {seconds / 60:.1f} "
+        f"| `configs/{family}/{recipe}.yaml` | {seed} | {cli.trainer.current_epoch} | {accuracy:.4f} | {seconds / 60:.1f} "
         f"| {images / seconds:,.0f} | {BARS.get(recipe, '')} |"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--family", choices=["cnn", "vit"], default="cnn")
     parser.add_argument("--recipes", nargs="+", default=["lenet", "lenet_fast"])
     parser.add_argument("--seeds", type=int, default=1, help="runs per recipe, seeds 0..N-1")
     opts = parser.parse_args()
@@ -49,10 +52,12 @@ def main() -> None:
         "| recipe | seed | epochs | test acc | fit min | train images/s | bar or reference |",
         "|---|---|---|---|---|---|---|",
     ]
-    rows += [run(recipe, seed) for recipe in opts.recipes for seed in range(opts.seeds)]
+    rows += [
+        run(opts.family, recipe, seed) for recipe in opts.recipes for seed in range(opts.seeds)
+    ]
     write_section(
-        "cnn_recipes",
-        "CNN recipes on Fashion-MNIST",
+        f"{opts.family}_recipes",
+        f"{'CNN' if opts.family == 'cnn' else 'Vision Transformer'} recipes on Fashion-MNIST",
         "Fit time includes the per-epoch validation on 5k images; test accuracy is on the official "
         "10k test set with the checkpoint that was best on validation.\n\n" + "\n".join(rows),
     )
