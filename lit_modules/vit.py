@@ -27,8 +27,11 @@ class PatchEmbedding(nn.Module):
 
 class VisionTransformer(nn.Module):
     """Patch tokens plus a learned class token and position embeddings, pre-norm encoder
-    blocks (torch's `nn.TransformerEncoderLayer` with `norm_first` and a GELU MLP, which is
-    d2l's ViTBlock), and a linear classifier on the class token's output."""
+    blocks, and a linear classifier on the class token's output. Each block is torch's
+    `nn.TransformerEncoderLayer` with `norm_first` and a GELU MLP: d2l's ViTBlock, except that
+    its attention projections have biases (d2l: none) and dropout also applies to the
+    attention output. The blocks are built one by one, so each starts from its own random
+    weights (`nn.TransformerEncoder` would copy one block's)."""
 
     def __init__(
         self, in_channels: int, image_size: int, patch_size: int, num_hiddens: int,
@@ -41,11 +44,13 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, num_hiddens))
         self.pos_embedding = nn.Parameter(torch.randn(1, num_tokens, num_hiddens))  # as d2l
         self.dropout = nn.Dropout(emb_dropout)
-        block = nn.TransformerEncoderLayer(
-            num_hiddens, num_heads, mlp_num_hiddens, blk_dropout,
-            activation="gelu", batch_first=True, norm_first=True,
-        )  # fmt: skip
-        self.blks = nn.TransformerEncoder(block, num_blks, enable_nested_tensor=False)
+        self.blks = nn.Sequential(*(
+            nn.TransformerEncoderLayer(
+                num_hiddens, num_heads, mlp_num_hiddens, blk_dropout,
+                activation="gelu", batch_first=True, norm_first=True,
+            )
+            for _ in range(num_blks)
+        ))  # fmt: skip
         self.head = nn.Sequential(nn.LayerNorm(num_hiddens), nn.Linear(num_hiddens, num_classes))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -90,7 +95,8 @@ class ViT(ClassifierModule):
             num_heads: attention heads per block.
             num_blks: Transformer encoder blocks.
             emb_dropout: dropout on the embedded tokens.
-            blk_dropout: dropout inside the blocks (attention weights, MLP, residual branches).
+            blk_dropout: dropout inside the blocks: on attention weights, attention output and
+                the MLP (torch's placement; d2l leaves the attention output alone).
             lr: learning rate (d2l: SGD, 0.1).
         """
         super().__init__(lr=lr, **kwargs)

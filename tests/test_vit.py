@@ -33,12 +33,20 @@ def test_blocks_compute_d2l_pre_norm_vit_block() -> None:
     """x + attention(ln1(x)), then + mlp(ln2(.)) with a GELU MLP, as d2l's ViTBlock."""
     torch.manual_seed(0)
     model = ViT(num_hiddens=16, mlp_num_hiddens=32, num_heads=2, num_blks=1).eval()
-    block = model.net.blks.layers[0]
+    block = model.net.blks[0]
     x = torch.randn(3, 17, 16)
     h = block.norm1(x)
     x1 = x + block.self_attn(h, h, h, need_weights=False)[0]
     expected = x1 + block.linear2(F.gelu(block.linear1(block.norm2(x1))))
     torch.testing.assert_close(block(x), expected)
+    with torch.no_grad():  # evaluation takes torch's fused fast path: the same function
+        torch.testing.assert_close(block(x), expected)
+
+
+def test_blocks_start_from_their_own_weights() -> None:
+    first, second = ViT(num_hiddens=16, mlp_num_hiddens=32, num_heads=2, num_blks=2).net.blks
+    assert not torch.equal(first.self_attn.in_proj_weight, second.self_attn.in_proj_weight)
+    assert not torch.equal(first.linear1.weight, second.linear1.weight)
 
 
 def test_head_reads_the_class_token_output() -> None:
