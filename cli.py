@@ -26,10 +26,16 @@ from jsonargparse import ArgumentParser, lazy_instance
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 import datamodules  # noqa: F401  (registers the built-in datamodules)
 import lit_modules  # noqa: F401  (registers the built-in models)
-from callbacks import ClassPredictionWriter, LearningCurvePlot
+from callbacks import (
+    AtomicCheckpointIO,
+    ClassPredictionWriter,
+    LatestCheckpoint,
+    LearningCurvePlot,
+)
 from datamodules.download import DataError
 from lit_modules.base import CheckpointMismatchError, HyperparameterError
 from registry import DATAMODULES, MODELS, Entry, PluginError, RegistryError, model_info
@@ -249,7 +255,9 @@ def _default_callbacks(subcommand: str | None) -> list[L.Callback]:
         return [ClassPredictionWriter()]
     if subcommand in ("validate", "test"):
         return []
-    return [LearningRateMonitor(logging_interval="epoch"), LearningCurvePlot()]
+    # LatestCheckpoint comes after the `--checkpoint` callback (LightningCLI appends these
+    # defaults after it), so last.ckpt holds the best-checkpoint state of the same step.
+    return [LearningRateMonitor(logging_interval="epoch"), LearningCurvePlot(), LatestCheckpoint()]
 
 
 class LitzooCLI(LightningCLI):
@@ -286,7 +294,7 @@ class LitzooCLI(LightningCLI):
                 "checkpoint.monitor": entry.monitor if entry else "val/loss",
                 "checkpoint.mode": entry.mode if entry else "min",
                 "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # LatestCheckpoint keeps last.ckpt
             }
         )
         parser.add_argument(
@@ -318,7 +326,10 @@ class LitzooCLI(LightningCLI):
                 monitor=config.checkpoint.monitor, mode=config.checkpoint.mode, patience=patience
             )
             kwargs["callbacks"] = [*(config_init.trainer.get("callbacks") or []), early_stop]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
 
 def _format_table(rows: list[list[str]]) -> str:

@@ -134,7 +134,7 @@ def test_checkpoint_and_early_stopping_follow_the_entry(tmp_path, monkeypatch) -
     monkeypatch.chdir(tmp_path)
     built = cli("--model", "mlp", "--data", "digits", "--early_stopping_patience", "3")
     checkpoint = next(c for c in built.trainer.callbacks if isinstance(c, ModelCheckpoint))
-    assert (checkpoint.monitor, checkpoint.mode, checkpoint.save_last) == ("val/acc", "max", True)
+    assert (checkpoint.monitor, checkpoint.mode) == ("val/acc", "max")
     early = next(c for c in built.trainer.callbacks if isinstance(c, EarlyStopping))
     assert (early.monitor, early.patience) == ("val/acc", 3)
     assert built.trainer.logger.log_dir.endswith("runs/mlp/version_0")
