@@ -55,6 +55,8 @@ DATA_LINKED_ARGS = (
     "action_dim",
     "continuous",
     "vocab_size",
+    "src_vocab_size",
+    "tgt_vocab_size",
 )
 
 

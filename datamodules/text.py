@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -36,28 +36,45 @@ def tokenize(text: str, kind: TokenKind) -> list[str]:
 
 
 class Vocab:
-    """Tokens to indices and back. Index 0 is ``<unk>``, which every unseen token maps to;
-    the rest are sorted so that the same text always gives the same indices (as in d2l)."""
+    """Tokens to indices and back. The `specials` come first (``<unk>`` among them, which every
+    unseen token maps to); the rest are sorted (alphabetically, as in d2l, or by frequency), so
+    the same text always gives the same indices."""
 
     UNK = "<unk>"
 
-    def __init__(self, tokens: Sequence[str], min_freq: int = 1, separator: str = "") -> None:
+    def __init__(
+        self,
+        tokens: Iterable[str],
+        min_freq: int = 1,
+        separator: str = "",
+        specials: Sequence[str] = (UNK,),
+        by_frequency: bool = False,
+    ) -> None:
         """
         Args:
             tokens: the text to build on (the training part only, so held-out text stays unseen).
             min_freq: tokens rarer than this map to ``<unk>``.
             separator: joins decoded tokens ("" for characters, " " for words).
+            specials: tokens placed first, in this order, whatever their count; must hold <unk>.
+            by_frequency: order the other tokens from most to least frequent (ties
+                alphabetically) instead of alphabetically, as an adaptive softmax needs.
         """
+        if self.UNK not in specials:
+            raise ValueError(f"specials {list(specials)} must include {self.UNK}")
         counts = Counter(tokens)
-        self.tokens = [self.UNK, *sorted(t for t, n in counts.items() if n >= min_freq)]
+        kept = sorted(t for t, n in counts.items() if n >= min_freq and t not in specials)
+        if by_frequency:
+            kept.sort(key=counts.__getitem__, reverse=True)  # stable: ties stay alphabetical
+        self.tokens = [*specials, *kept]
         self.index = {token: i for i, token in enumerate(self.tokens)}
+        self.unk_id = self.index[self.UNK]
         self.separator = separator
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def encode(self, tokens: Sequence[str]) -> torch.Tensor:
-        return torch.tensor([self.index.get(t, 0) for t in tokens], dtype=torch.long)
+        return torch.tensor([self.index.get(t, self.unk_id) for t in tokens], dtype=torch.long)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         return self.separator.join(self.tokens[int(i)] for i in ids)

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 OptimizerName = Literal["sgd", "adam", "adamw"]
-SchedulerName = Literal["constant", "cosine", "onecycle"]
+SchedulerName = Literal["constant", "cosine", "onecycle", "inverse_sqrt"]
 
 
 class HyperparameterError(ValueError):
@@ -63,6 +63,7 @@ class ZooModule(L.LightningModule):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         scheduler: SchedulerName = "constant",
+        warmup_steps: int = 4000,
     ) -> None:
         """
         Args:
@@ -70,10 +71,14 @@ class ZooModule(L.LightningModule):
             optimizer: sgd, adam or adamw.
             momentum: SGD momentum (ignored by adam/adamw).
             weight_decay: L2 penalty (decoupled for adamw).
-            scheduler: constant, cosine (annealed to 0 per step) or onecycle.
+            scheduler: constant, cosine (annealed to 0 per step), onecycle, or inverse_sqrt (the
+                Transformer paper's: a linear warm-up to lr over warmup_steps, then lr times
+                sqrt(warmup_steps / step); it needs no planned length, so a run stopped at any
+                time has followed the same schedule).
+            warmup_steps: inverse_sqrt's warm-up length in optimizer steps.
         """
         super().__init__()
-        check_positive(lr=lr)
+        check_positive(lr=lr, warmup_steps=warmup_steps)
         check_non_negative(momentum=momentum, weight_decay=weight_decay)
         self.save_hyperparameters()
         # Per stage ("val", "test"), the metrics that `set_evaluation_metrics` declared.
@@ -125,6 +130,12 @@ class ZooModule(L.LightningModule):
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "constant":
             return opt
+        if hp.scheduler == "inverse_sqrt":
+            warmup = hp.warmup_steps
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda step: min((step + 1) / warmup, (warmup / (step + 1)) ** 0.5)
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         steps = int(self.trainer.estimated_stepping_batches)
         if hp.scheduler == "cosine":
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)

@@ -92,5 +92,6 @@ def test_model_contract(name: str, tmp_path) -> None:
     model.eval()
     restored.eval()
     with torch.no_grad():
-        for got, want in zip(tree_leaves(restored(x)), tree_leaves(model(x)), strict=True):
+        args = x if isinstance(x, tuple) else (x,)  # Lightning's convention: a tuple is *args
+        for got, want in zip(tree_leaves(restored(*args)), tree_leaves(model(*args)), strict=True):
             torch.testing.assert_close(got, want, rtol=0, atol=0)

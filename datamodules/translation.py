@@ -1,0 +1,444 @@
+"""English-French sentence pairs (d2l 10.5, the Tatoeba export d2l ships as fra-eng.zip) for
+sequence-to-sequence translation: d2l's preprocessing and word tokens, splits by English
+sentence, vocabularies built on the training split, and batches of similar length."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from datamodules.download import DataError, RemoteFile, fetch
+from datamodules.in_memory import keep_batch
+from datamodules.text import Vocab
+from registry import register_datamodule
+
+FRA_ENG = RemoteFile(
+    "fra-eng",
+    "fra-eng.zip",
+    "http://d2l-data.s3-accelerate.amazonaws.com/fra-eng.zip",
+    "fa96382b2c8b609e1662654c1e6e6baeb8d30b3bf63dfb4a5a261cc36347df13",
+)
+CORPUS_MEMBER = "fra-eng/fra.txt"
+# Both vocabularies put these first, so the ids below hold for every checkpoint.
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+PAD, BOS, EOS, UNK = range(len(SPECIALS))
+PUNCTUATION = ",.!?"
+PUNCTUATION_WITHOUT_SPACE = re.compile(rf"(?<=[^ ])([{PUNCTUATION}])")
+
+
+def preprocess(text: str) -> str:
+    """d2l 10.5: no-break spaces (French puts a narrow one before ! and ?) become spaces, the
+    text is lowercased, and a space is put before , . ! ? so punctuation becomes a token."""
+    text = text.replace("\u202f", " ").replace("\xa0", " ").lower()
+    return PUNCTUATION_WITHOUT_SPACE.sub(r" \1", text)
+
+
+def tokenize(text: str) -> list[str]:
+    """Word tokens of a sentence, after `preprocess`."""
+    return preprocess(text).split()
+
+
+def detokenize(tokens: Sequence[str]) -> str:
+    """Tokens back to a sentence: spaces between words, none before , and . (French keeps its
+    space before ! and ?). sacreBLEU re-tokenizes punctuation, so this only has to be readable."""
+    return re.sub(r" ([,.])", r"\1", " ".join(tokens))
+
+
+class Pair(NamedTuple):
+    """One corpus line: the sentences as written (the French one is BLEU's reference) and
+    their word tokens after `preprocess`."""
+
+    english: str
+    french: str
+    english_tokens: list[str]
+    french_tokens: list[str]
+
+
+def read_corpus(path: Path, max_pairs: int | None = None) -> list[Pair]:
+    """The pairs of d2l's fra-eng.zip in corpus order, read straight from the archive (nothing
+    extracted), or only its first `max_pairs`. The text is preprocessed in one pass, as d2l
+    does, not line by line."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read(CORPUS_MEMBER).decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as err:
+        raise DataError(
+            f"{path} is not d2l's fra-eng.zip ({err}); delete it to fetch it again"
+        ) from err
+    lines = [line for line in text.splitlines() if line][:max_pairs]
+    processed = preprocess("\n".join(lines)).splitlines()
+    pairs = []
+    for number, (line, tokenized) in enumerate(zip(lines, processed, strict=True), 1):
+        columns, tokens = line.split("\t"), tokenized.split("\t")
+        if len(columns) < 2:
+            raise DataError(f"{path}:{CORPUS_MEMBER} pair {number} has no tab: {line[:60]!r}")
+        pairs.append(Pair(columns[0], columns[1], tokens[0].split(), tokens[1].split()))
+    return pairs
+
+
+def split_by_source(
+    sources: Sequence[str], fractions: tuple[float, float], shuffle: bool, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Indices of the (train, val, test) pairs. Pairs with the same source sentence (Tatoeba
+    lists several translations of one sentence) always land in the same split; whole groups are
+    dealt out, in corpus order or in an order shuffled by `seed`, until each split holds its
+    fraction of the pairs (val and test; train gets the rest, and comes first in corpus order)."""
+    groups: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        groups.setdefault(source, []).append(i)
+    ordered = list(groups.values())
+    if shuffle:
+        permutation = torch.randperm(len(ordered), generator=torch.Generator().manual_seed(seed))
+        ordered = [ordered[i] for i in permutation.tolist()]
+    val_fraction, test_fraction = fractions
+    train_until = (1 - val_fraction - test_fraction) * len(sources)
+    val_until = (1 - test_fraction) * len(sources)
+    splits: tuple[list[int], list[int], list[int]] = ([], [], [])
+    dealt = 0
+    for group in ordered:
+        split = 0 if dealt < train_until else 1 if dealt < val_until else 2
+        splits[split].extend(group)
+        dealt += len(group)
+    return splits
+
+
+def encode_rows(
+    vocab: Vocab, sentences: Sequence[list[str]], num_steps: int, bos: bool
+) -> torch.Tensor:
+    """Token ids of each sentence, trimmed to `num_steps - 1` words, then <eos> (and <bos> in
+    front for targets), padded with <pad>: one row per sentence. d2l trims after adding <eos>;
+    keeping it teaches the model to stop even on a trimmed sentence."""
+    width = num_steps + bos
+    index, unk = vocab.index, vocab.unk_id
+    rows = []
+    for words in sentences:
+        ids = [BOS] * bos + [index.get(w, unk) for w in words[: num_steps - 1]] + [EOS]
+        rows.append(ids + [PAD] * (width - len(ids)))
+    return torch.tensor(rows, dtype=torch.long).view(len(rows), width)
+
+
+class TranslationBatch(NamedTuple):
+    """A batch of pairs, padded to its longest sentence.
+
+    src: source ids ending in <eos> (batch, source steps); src_len: their lengths;
+    tgt: <bos>, target ids, <eos> (batch, target steps + 1): the decoder reads tgt[:, :-1] and
+    predicts tgt[:, 1:]; index: each pair's row in its split (for its reference sentence);
+    decode: which rows evaluation translates and scores with BLEU."""
+
+    src: torch.Tensor
+    src_len: torch.Tensor
+    tgt: torch.Tensor
+    index: torch.Tensor
+    decode: torch.Tensor
+
+
+class TranslationPairs(Dataset):
+    """One split's encoded pairs, fetched a batch at a time and trimmed to the batch's longest
+    sentence, so a batch of short sentences carries no padding for long ones."""
+
+    def __init__(self, src: torch.Tensor, tgt: torch.Tensor, decode: torch.Tensor) -> None:
+        self.src, self.tgt, self.decode = src, tgt, decode
+        self.src_len = (src != PAD).sum(dim=1)
+        self.tgt_len = (tgt != PAD).sum(dim=1)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitems__(self, indices: Sequence[int] | torch.Tensor) -> TranslationBatch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        src_len = self.src_len.index_select(0, index)
+        src = self.src.index_select(0, index)[:, : int(src_len.max())]
+        tgt = self.tgt.index_select(0, index)
+        tgt = tgt[:, : int(self.tgt_len.index_select(0, index).max())]
+        return TranslationBatch(src, src_len, tgt, index, self.decode.index_select(0, index))
+
+
+class BucketBatches(BatchSampler):
+    """Batches of pairs of the same length, so almost no compute goes to padding (as fairseq
+    batches): the sampler's order (shuffled for training; a DistributedSampler's shard under
+    DDP) is sorted by length, stably, so pairs of equal length stay in random order, and cut
+    into batches, which are then yielded in an order drawn from the sampler's own order. No
+    other random state is involved: the batches are exactly as reproducible as the sampler."""
+
+    def __init__(
+        self, sampler: Any, batch_size: int, drop_last: bool, lengths: torch.Tensor
+    ) -> None:
+        """
+        Args:
+            lengths: the sort key of every pair of the dataset (e.g. source, then target length).
+        """
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths = lengths
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        batches = order[self.lengths[order].argsort(stable=True)].split(self.batch_size)
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches = batches[:-1]
+        # argsort of distinct values in random order is a random permutation (and the identity
+        # for a sequential sampler, so evaluation runs from the shortest batch to the longest)
+        for i in order[: len(batches)].argsort().tolist():
+            yield batches[i]
+
+
+@register_datamodule(
+    "fra_eng",
+    test_kwargs={"max_pairs": 600, "batch_size": 32, "val_bleu_size": 16, "num_steps": 10},
+)
+class FraEngData(L.LightningDataModule):
+    """English-French sentence pairs (Tatoeba, as d2l ships them), translation batches.
+
+    The whole corpus (167,130 pairs) is split by English sentence, fixed by `seed`; the
+    vocabularies are built on the training split. d2l's tiny setting is
+    ``max_pairs=640, shuffle_split=False, val_fraction=0.2, test_fraction=0, num_steps=9``."""
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        num_steps: int = 24,
+        min_freq: int = 2,
+        max_pairs: int | None = None,
+        val_fraction: float = 0.02,
+        test_fraction: float = 0.04,
+        shuffle_split: bool = True,
+        seed: int = 0,
+        val_bleu_size: int = 1000,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
+        sentences: list[str] | None = None,
+        sentences_file: str | None = None,
+    ) -> None:
+        """
+        Args:
+            batch_size: sentence pairs per batch.
+            num_steps: most tokens per sentence, <eos> included (d2l: 9); longer ones are
+                trimmed for training and as model input (BLEU still scores the full reference).
+            min_freq: words seen fewer times in the training split map to <unk> (d2l: 2).
+            max_pairs: use only the corpus's first pairs (d2l's tiny setting: 640); None: all.
+            val_fraction: share of the pairs held out for validation.
+            test_fraction: share of the pairs held out for testing (0: no test split).
+            shuffle_split: deal English sentences to the splits in an order shuffled by `seed`;
+                False keeps corpus order (train first, as d2l).
+            seed: fixes the split.
+            val_bleu_size: validation pairs (a fixed, seeded subset) translated greedily each
+                epoch for val/bleu; 0 turns it off.
+            beam_size: test and predict: beam width (1 is greedy search).
+            length_penalty: test and predict: beam scores are divided by
+                ((5 + length) / 6) ** length_penalty (GNMT); 0 ranks by total log-probability.
+            sentences: predict: English sentences to translate.
+            sentences_file: predict: a UTF-8 text file of English sentences, one per line.
+        """
+        super().__init__()
+        for name, value in {"batch_size": batch_size, "num_steps": num_steps, "min_freq": min_freq,
+                            "beam_size": beam_size}.items():  # fmt: skip
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if max_pairs is not None and max_pairs < 2:
+            raise ValueError(f"max_pairs must be >= 2 or None (all), got {max_pairs}")
+        if not (val_fraction > 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
+            raise ValueError(
+                "val_fraction must be > 0, test_fraction >= 0, and together < 1; got "
+                f"{val_fraction} and {test_fraction}"
+            )
+        if val_bleu_size < 0:
+            raise ValueError(f"val_bleu_size must be >= 0, got {val_bleu_size}")
+        if length_penalty < 0:
+            raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+        if sentences is not None and sentences_file is not None:
+            raise ValueError("give --data.sentences or --data.sentences_file, not both")
+        self.batch_size = batch_size
+        self.num_steps = num_steps
+        self.min_freq = min_freq
+        self.max_pairs = max_pairs
+        self.fractions = (val_fraction, test_fraction)
+        self.shuffle_split = shuffle_split
+        self.seed = seed
+        self.val_bleu_size = val_bleu_size
+        self.beam_size = beam_size
+        self.length_penalty = length_penalty
+        self.sentences = sentences
+        self.sentences_file = sentences_file
+        self._corpus: dict[str, list[tuple[str, str]]] = {}
+        self._vocabs: tuple[Vocab, Vocab] | None = None
+        self.splits: dict[str, TranslationPairs] = {}
+        self.predict_sources: list[str] = []
+
+    def prepare_data(self) -> None:
+        fetch(FRA_ENG)
+
+    @property
+    def corpus(self) -> dict[str, list[Pair]]:
+        """The pairs of each split (read on first use)."""
+        if not self._corpus:
+            pairs = read_corpus(fetch(FRA_ENG), self.max_pairs)
+            sources = [" ".join(pair.english_tokens) for pair in pairs]
+            indices = split_by_source(sources, self.fractions, self.shuffle_split, self.seed)
+            self._corpus = {
+                split: [pairs[i] for i in rows]
+                for split, rows in zip(("train", "val", "test"), indices, strict=True)
+            }
+            for split in ("train", "val") + (("test",) if self.fractions[1] else ()):
+                if not self._corpus[split]:
+                    raise DataError(
+                        f"the {split} split is empty: {len(pairs)} pairs are too few for "
+                        f"val_fraction={self.fractions[0]}, test_fraction={self.fractions[1]}; "
+                        "use more pairs (max_pairs) or larger fractions"
+                    )
+        return self._corpus
+
+    @property
+    def vocabs(self) -> tuple[Vocab, Vocab]:
+        """(English, French) vocabularies of the training split's words, most frequent first
+        (as an adaptive softmax needs)."""
+        if self._vocabs is None:
+            train = self.corpus["train"]
+            self._vocabs = (
+                Vocab((w for p in train for w in p.english_tokens), self.min_freq, " ",
+                      SPECIALS, by_frequency=True),
+                Vocab((w for p in train for w in p.french_tokens), self.min_freq, " ",
+                      SPECIALS, by_frequency=True),
+            )  # fmt: skip
+        return self._vocabs
+
+    @property
+    def src_vocab_size(self) -> int:
+        return len(self.vocabs[0])
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return len(self.vocabs[1])
+
+    def decode_target(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """A translation as text: target ids up to the first <eos>, padding dropped."""
+        tokens = []
+        for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
+            if i == EOS:
+                break
+            if i not in (PAD, BOS):
+                tokens.append(self.vocabs[1].tokens[i])
+        return detokenize(tokens)
+
+    def references(self, split: str, index: torch.Tensor) -> list[str]:
+        """The corpus's own French sentences for rows `index` of `split`, untouched."""
+        pairs = self.corpus[split]
+        return [pairs[i].french for i in index.tolist()]
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            for split, pairs in self.corpus.items():
+                if pairs:
+                    self.splits[split] = self._encode_split(split, pairs)
+        if stage == "predict" and "predict" not in self.splits:
+            self.predict_sources = self._read_predict_sentences()
+            words = [self._known_words(sentence) for sentence in self.predict_sources]
+            src = encode_rows(self.vocabs[0], words, self.num_steps, bos=False)
+            empty = torch.empty(len(src), 0, dtype=torch.long)
+            self.splits["predict"] = TranslationPairs(
+                src, empty, torch.ones(len(src), dtype=torch.bool)
+            )
+
+    def _encode_split(self, split: str, pairs: list[Pair]) -> TranslationPairs:
+        src_vocab, tgt_vocab = self.vocabs
+        src = encode_rows(src_vocab, [p.english_tokens for p in pairs], self.num_steps, bos=False)
+        tgt = encode_rows(tgt_vocab, [p.french_tokens for p in pairs], self.num_steps, bos=True)
+        decode = torch.ones(len(pairs), dtype=torch.bool)
+        if split == "val":  # a fixed, seeded subset: BLEU needs decoding, which is slow
+            chosen = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(self.seed))
+            decode = torch.zeros(len(pairs), dtype=torch.bool)
+            decode[chosen[: self.val_bleu_size]] = True
+        return TranslationPairs(src, tgt, decode)
+
+    def _read_predict_sentences(self) -> list[str]:
+        if self.sentences_file is not None:
+            path = Path(self.sentences_file)
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise DataError(f"--data.sentences_file {path}: cannot read it ({err})") from err
+            sentences = [line.strip() for line in lines if line.strip()]
+            if not sentences:
+                raise DataError(
+                    f"--data.sentences_file {path} holds no sentence: give one English "
+                    "sentence per line"
+                )
+            return sentences
+        if not self.sentences:
+            raise DataError(
+                "predict needs English sentences: --data.sentences '[\"I am cold.\"]' or "
+                "--data.sentences_file my_sentences.txt (one sentence per line)"
+            )
+        return list(self.sentences)
+
+    def _known_words(self, sentence: str) -> list[str]:
+        """The tokens of a sentence to translate, which must hold at least one known word."""
+        tokens = tokenize(sentence)
+        if not any(t in self.vocabs[0].index for t in tokens if t not in PUNCTUATION):
+            raise DataError(
+                f"no word of {sentence!r} is in the English vocabulary the model was trained "
+                f"with ({self.src_vocab_size} words of the training split, min_freq="
+                f"{self.min_freq}), so there is nothing to translate; give English sentences"
+            )
+        return tokens
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.splits:
+            self.setup()
+            if split not in self.splits:
+                raise DataError(
+                    f"there is no {split} split: test_fraction is 0 (d2l's tiny setting); "
+                    "set --data.test_fraction to hold out test pairs"
+                )
+        data = self.splits[split]
+        if shuffle:
+            sampler: Any = RandomSampler(data, generator=torch.Generator().manual_seed(self.seed))
+        else:
+            sampler = SequentialSampler(data)
+        # by source length, then target length
+        lengths = data.src_len * (data.tgt.shape[1] + 1) + data.tgt_len
+        batches = BucketBatches(sampler, self.batch_size, drop_last=False, lengths=lengths)
+        return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        data = self.splits["predict"]
+        batches = BatchSampler(SequentialSampler(data), self.batch_size, drop_last=False)
+        return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
+
+    def transfer_batch_to_device(
+        self, batch: TranslationBatch, device: torch.device, dataloader_idx: int
+    ) -> TranslationBatch:
+        return TranslationBatch(*(t.to(device, non_blocking=True) for t in batch))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The vocabularies go into every checkpoint, so a later run can check that its data
+        settings give the model the same word ids."""
+        return {"src_vocab": list(self.vocabs[0].tokens), "tgt_vocab": list(self.vocabs[1].tokens)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for key, language, vocab in zip(
+            ("src_vocab", "tgt_vocab"), ("English", "French"), self.vocabs, strict=True
+        ):
+            saved = state_dict.get(key)
+            if saved is not None and saved != vocab.tokens:
+                raise DataError(
+                    f"the checkpoint's {language} vocabulary ({len(saved)} words) differs from "
+                    f"the one these data settings build ({len(vocab)} words: min_freq="
+                    f"{self.min_freq}, max_pairs={self.max_pairs}, fractions {self.fractions}, "
+                    f"seed {self.seed}); pass the --data settings the model was trained with "
+                    "(its run directory's config.yaml has them)"
+                )
