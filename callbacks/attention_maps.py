@@ -76,6 +76,8 @@ class AttentionMaps(L.Callback):
             ax.set_xticks(range(len(source)), source, rotation=60, ha="right")
             ax.set_yticks(range(len(target)), target if head == 0 else [""] * len(target))
             ax.set_title(f"head {head + 1}" if heads > 1 else title, fontsize=9)
+            ax.set_xlabel("source")
+        axes[0][0].set_ylabel("translation")
         if heads > 1:
             fig.suptitle(title, fontsize=9)
         fig.tight_layout()

@@ -420,9 +420,12 @@ class FraEngData(L.LightningDataModule):
         return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
 
     def transfer_batch_to_device(
-        self, batch: TranslationBatch, device: torch.device, dataloader_idx: int
-    ) -> TranslationBatch:
-        return TranslationBatch(*(t.to(device, non_blocking=True) for t in batch))
+        self, batch: tuple[torch.Tensor, ...], device: torch.device, dataloader_idx: int
+    ) -> tuple[torch.Tensor, ...]:
+        """Batches (and the model's example input) are flat tuples of tensors: moved directly,
+        keeping their type, instead of through Lightning's generic collection walk."""
+        moved = [t.to(device, non_blocking=True) for t in batch]
+        return TranslationBatch(*moved) if isinstance(batch, TranslationBatch) else tuple(moved)
 
     def state_dict(self) -> dict[str, Any]:
         """The vocabularies go into every checkpoint, so a later run can check that its data

@@ -302,7 +302,8 @@ def test_d2l_tiny_setting_learns(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def trained_transformer(tmp_path_factory) -> tuple:
-    """A tiny Transformer fit for one epoch through the CLI, and its working directory."""
+    """A tiny Transformer fit for one epoch through the CLI (with the model summary, which runs
+    the model's example input), and its working directory."""
     cwd = tmp_path_factory.mktemp("translation")
     fit = run_cli(
         "fit",
@@ -313,7 +314,7 @@ def trained_transformer(tmp_path_factory) -> tuple:
         "--model.num_heads=2",
         "--model.num_blks=1",
         "--trainer.max_epochs=1",
-        *FAST,
+        "--trainer.enable_progress_bar=false",
         cwd=cwd,
     )
     assert fit.returncode == 0, fit.stderr
