@@ -1,5 +1,6 @@
-"""The CNN family: d2l's architectures (parameter counts), shared-block errors, any channel
-and class count, the NHWC (channels_last) layout, and the recipe configs."""
+"""The CNN family, every registered CNN: any channel and class count, the NHWC (channels_last)
+layout, d2l's grouped convolutions, clear errors for bad stages, and the recipe configs.
+Parameter counts against d2l's definitions are in test_d2l_parameter_counts.py."""
 
 from __future__ import annotations
 
@@ -9,37 +10,9 @@ from conftest import REPO
 
 from cli import LitzooCLI
 from lit_modules.base import HyperparameterError
-from registry import MODELS, count_parameters, get_model, list_models
+from registry import MODELS, get_model, list_models
 
-CNNS = [
-    "alexnet",
-    "densenet",
-    "googlenet",
-    "lenet",
-    "lenet_bn",
-    "nin",
-    "regnetx32",
-    "resnet18",
-    "resnet34",
-    "resnext",
-    "vgg",
-]
-
-
-def test_the_eleven_cnns_are_registered() -> None:
-    assert list_models(family="cnn") == CNNS
-
-
-@pytest.mark.parametrize(
-    "name, kwargs, expected",
-    [  # parameter counts of d2l's networks on 1-channel 10-class input
-        ("lenet", {}, 61_706),
-        ("resnet18", {}, 11_175_370),
-        ("alexnet", {}, 46_764_746),
-    ],
-)
-def test_architectures_match_d2l(name: str, kwargs: dict, expected: int) -> None:
-    assert count_parameters(get_model(name, **kwargs)) == expected
+CNNS = list_models(family="cnn")
 
 
 @pytest.mark.parametrize("name", CNNS)
@@ -82,18 +55,66 @@ def test_too_small_images_are_a_clear_error() -> None:
         get_model("alexnet", image_size=28)
 
 
-def test_resnext_groups_must_divide_the_bottleneck() -> None:
-    with pytest.raises(HyperparameterError, match="groups=5"):
-        get_model("resnext", groups=5)
+@pytest.mark.parametrize("name", ["resnext", "regnetx32"])
+def test_grouped_convolutions_have_groups_of_group_width_channels(name: str) -> None:
+    """d2l's ResNeXtBlock passes groups=bot_channels//groups: its `groups` is a group's width."""
+    model = get_model(name, group_width=16)
+    grouped = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert grouped and all(conv.in_channels // conv.groups == 16 for conv in grouped)
+    if name == "regnetx32":  # d2l 8.8: 32 and 80 channels, so 2 and 5 groups
+        assert sorted({conv.groups for conv in grouped}) == [2, 5]
+
+
+@pytest.mark.parametrize("name", ["resnext", "regnetx32"])
+def test_group_width_must_divide_the_bottleneck(name: str) -> None:
+    with pytest.raises(HyperparameterError, match="group_width=5 must divide"):
+        get_model(name, group_width=5)
+
+
+@pytest.mark.parametrize(
+    ("name", "retired", "replacement"),
+    [
+        ("resnext", {"groups": 32}, "group_width"),
+        ("regnetx32", {"depths": [4, 6], "channels": [32, 80]}, "arch"),
+        ("densenet", {"blocks": [4, 4], "growth_rate": 32}, "arch"),
+    ],
+)
+def test_hyperparameters_of_earlier_versions_name_their_replacement(
+    name: str, retired: dict, replacement: str
+) -> None:
+    """What loading an older checkpoint, which passes its saved hyperparameters, reports."""
+    with pytest.raises(HyperparameterError, match=f"earlier version.*replaced by {replacement}"):
+        get_model(name, **retired)
+
+
+@pytest.mark.parametrize("arch", [[], [[2]], [[2, 64, 1]], [[0, 64]], [[2, -1]]])
+@pytest.mark.parametrize("name", ["vgg", "resnet18", "resnext", "densenet", "regnetx32"])
+def test_arch_rows_must_be_positive_depth_width_pairs(name: str, arch: list) -> None:
+    with pytest.raises(HyperparameterError, match=r"\[depth, width\] rows"):
+        get_model(name, arch=arch)
+
+
+D2L_RECIPES = sorted(
+    set((REPO / "configs" / "cnn").glob("*.yaml"))
+    - set((REPO / "configs" / "cnn").glob("*_fast.yaml"))
+)
+
+
+@pytest.mark.parametrize("path", D2L_RECIPES, ids=lambda p: p.stem)
+def test_d2l_recipe_configs_build_their_model(path, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = LitzooCLI(["--config", str(path)], run=False)
+    assert cli.datamodule.batch_size == 128 and cli.trainer.max_epochs == 10
+    assert type(cli.model) is MODELS.entry(path.stem).cls
+    x = torch.rand(2, *cli.datamodule.input_shape)
+    assert cli.model.eval()(x).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", ["lenet", "vgg", "googlenet"])
-def test_d2l_recipe_configs(name: str, tmp_path, monkeypatch) -> None:
+def test_d2l_recipe_input_size_and_learning_rate(name: str, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     cli = LitzooCLI(["--config", str(REPO / "configs" / "cnn" / f"{name}.yaml")], run=False)
-    assert cli.datamodule.batch_size == 128 and cli.trainer.max_epochs == 10
-    size = cli.datamodule.input_shape[-1]
-    assert size == {"lenet": 28, "vgg": 224, "googlenet": 96}[name]
+    assert cli.datamodule.input_shape[-1] == {"lenet": 28, "vgg": 224, "googlenet": 96}[name]
     assert cli.model.hparams.lr == {"lenet": 0.1, "vgg": 0.01, "googlenet": 0.01}[name]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_modules.base import HyperparameterError
+from lit_modules.base import HyperparameterError, check_positive
 
 
 def init_cnn(module: nn.Module) -> None:
@@ -46,10 +46,9 @@ def conv_bn_relu(
     padding: int = 0,
     groups: int = 1,
 ) -> nn.Sequential:
+    """Convolution, batch norm, ReLU. The convolution keeps its bias, as d2l's do."""
     return nn.Sequential(
-        nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
-        ),
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -71,13 +70,13 @@ def mlp_head(
     )
 
 
-def shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
-    """Identity when shapes match, else a strided 1x1 conv-BN projection."""
+def shortcut(in_channels: int, out_channels: int, stride: int, batch_norm: bool) -> nn.Module:
+    """Identity when shapes match, else d2l's strided 1x1 convolution (`use_1x1conv`),
+    followed by batch norm in the ResNeXt block (`batch_norm`) but not in the residual one."""
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
-    )
+    projection = nn.Conv2d(in_channels, out_channels, 1, stride)
+    return nn.Sequential(projection, nn.BatchNorm2d(out_channels)) if batch_norm else projection
 
 
 class Residual(nn.Module):
@@ -87,32 +86,44 @@ class Residual(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             conv_bn_relu(in_channels, out_channels, 3, stride, 1),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
             nn.BatchNorm2d(out_channels),
         )
-        self.shortcut = shortcut(in_channels, out_channels, stride)
+        self.shortcut = shortcut(in_channels, out_channels, stride, batch_norm=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
 class ResNeXtBlock(nn.Module):
-    """d2l 8.6.4's bottleneck block with a grouped 3x3 convolution (also RegNet's block)."""
+    """d2l 8.6.4's bottleneck block (also RegNet's): a 1x1 convolution to `bottleneck` times
+    the output channels, a grouped 3x3 convolution whose groups are `group_width` channels
+    wide (d2l's `groups` argument, which it passes as `groups=bot_channels//groups`), and a
+    1x1 convolution back to the output channels."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, groups: int, bottleneck: float, stride: int = 1
+        self,
+        in_channels: int,
+        out_channels: int,
+        group_width: int,
+        bottleneck: float,
+        stride: int = 1,
     ) -> None:
         super().__init__()
+        check_positive(group_width=group_width, bottleneck=bottleneck)
         mid = round(out_channels * bottleneck)
-        if mid % groups:
-            raise ValueError(f"bottleneck width {mid} is not divisible by groups={groups}")
+        if mid < group_width or mid % group_width:
+            raise HyperparameterError(
+                f"group_width={group_width} must divide every bottleneck width: {out_channels} "
+                f"channels x bottleneck {bottleneck} = {mid}"
+            )
         self.body = nn.Sequential(
             conv_bn_relu(in_channels, mid, 1),
-            conv_bn_relu(mid, mid, 3, stride, 1, groups=groups),
-            nn.Conv2d(mid, out_channels, 1, bias=False),
+            conv_bn_relu(mid, mid, 3, stride, 1, groups=mid // group_width),
+            nn.Conv2d(mid, out_channels, 1),
             nn.BatchNorm2d(out_channels),
         )
-        self.shortcut = shortcut(in_channels, out_channels, stride)
+        self.shortcut = shortcut(in_channels, out_channels, stride, batch_norm=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))

@@ -5,44 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
-from lit_modules.base import ClassifierModule, check_positive
-from lit_modules.cnn.blocks import flat_features, init_cnn, mlp_head
+from lit_modules.cnn.base import CNN_ENTRY, CNNClassifier, Stage, build_stages, check_arch
+from lit_modules.cnn.blocks import flat_features, mlp_head
 from registry import register_model
-
-CNN_ENTRY = {"family": "cnn", "data": "fashion_mnist", "monitor": "val/acc", "mode": "max"}
-
-
-class CNNClassifier(ClassifierModule):
-    """Image classifier whose `features` feed a `head`; weights initialized as d2l's init_cnn."""
-
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        channels_last: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        """
-        Args:
-            in_channels: image channels (linked from the data).
-            num_classes: classes (linked from the data).
-            channels_last: keep convolution weights and activations in NHWC layout, which
-                oneDNN's CPU convolutions run faster (ResNet-18 at 28 px: ~1.15x, bench/flops.py).
-        """
-        super().__init__(num_classes=num_classes, **kwargs)
-        check_positive(in_channels=in_channels)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def build(self, features: nn.Module, head: nn.Module) -> None:
-        self.net = nn.Sequential(features, head)
-        init_cnn(self.net)
-        self.net.to(memory_format=self.memory_format)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=self.memory_format))
 
 
 @register_model("lenet", **CNN_ENTRY)
@@ -172,14 +139,16 @@ class AlexNet(CNNClassifier):
         )
 
 
-def vgg_block(num_convs: int, in_channels: int, out_channels: int) -> nn.Sequential:
+def vgg_stage(index: int, in_channels: int, row: list[int]) -> Stage:
+    """d2l's vgg_block: `num_convs` 3x3 ReLU convolutions of `channels`, then 2x2 max pooling."""
+    num_convs, channels = row
     layers: list[nn.Module] = []
     for i in range(num_convs):
         layers += [
-            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
+            nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1),
             nn.ReLU(inplace=True),
         ]
-    return nn.Sequential(*layers, nn.MaxPool2d(2, 2))
+    return Stage(*layers, nn.MaxPool2d(2, 2), out_channels=channels)
 
 
 @register_model(
@@ -200,7 +169,7 @@ class VGG(CNNClassifier):
         """
         Args:
             image_size: side of the input images (linked from the data).
-            arch: (number of convolutions, channels) per block; None means d2l's small VGG
+            arch: [convolutions, channels] per block; None means d2l's small VGG
                 ((1,16),(1,32),(2,64),(2,128),(2,128)).
             hidden: width of the two hidden layers of the head.
             dropout: dropout probability in the head.
@@ -208,12 +177,8 @@ class VGG(CNNClassifier):
         """
         super().__init__(lr=lr, **kwargs)
         in_channels, num_classes = self.hparams.in_channels, self.hparams.num_classes
-        arch = arch or [[1, 16], [1, 32], [2, 64], [2, 128], [2, 128]]
-        blocks, width = [], in_channels
-        for num_convs, out_channels in arch:
-            blocks.append(vgg_block(num_convs, width, out_channels))
-            width = out_channels
-        features = nn.Sequential(*blocks)
+        arch = check_arch([[1, 16], [1, 32], [2, 64], [2, 128], [2, 128]] if arch is None else arch)
+        features = build_stages(arch, in_channels, vgg_stage)
         self.build(
             features,
             mlp_head(
