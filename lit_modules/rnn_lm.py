@@ -1,6 +1,6 @@
 """d2l chapters 9 and 10: recurrent language models (RNN from scratch, RNN, GRU, LSTM, deep
 GRU) that predict the next token, sharing one base for inputs, output layer, loss, perplexity
-and text generation."""
+and text generation; the torch-layer models differ only in their cell, depth and learning rate."""
 
 from __future__ import annotations
 
@@ -178,43 +178,56 @@ class RNNScratchLM(RNNLanguageModel):
 
 @register_model("rnn", **REGISTRATION, test_kwargs=TEST_KWARGS)
 class RNNLM(RNNLanguageModel):
-    """RNN language model with PyTorch's nn.RNN (tanh) recurrence (d2l 9.6)."""
+    """RNN language model with PyTorch's nn.RNN (tanh) recurrence (d2l 9.6).
 
-    def __init__(self, **kwargs: Any) -> None:
+    The gated models below are this class with another `cell`, torch's layer of that kind."""
+
+    cell: type[nn.RNNBase] = nn.RNN
+
+    def __init__(self, num_layers: int = 1, **kwargs: Any) -> None:
+        """
+        Args:
+            num_layers: stacked recurrent layers, each reading the one below (d2l 10.3).
+        """
         super().__init__(**kwargs)
-        self.body = nn.RNN(self.input_size, self.hidden_size, batch_first=True)
+        check_positive(num_layers=num_layers)
+        self.body = self.cell(
+            self.input_size,
+            self.hidden_size,
+            num_layers=num_layers,
+            dropout=self.dropout.p if num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+
+
+class GatedRNNLM(RNNLM):
+    """A language model with a gated cell, whose gates keep gradients alive over long spans,
+    so it beats the plain RNN; d2l trains these with a higher learning rate."""
+
+    def __init__(self, lr: float = 4.0, **kwargs: Any) -> None:
+        """
+        Args:
+            lr: learning rate (d2l uses 4 with SGD and gradient clipping at 1).
+        """
+        super().__init__(lr=lr, **kwargs)
 
 
 @register_model("gru", **REGISTRATION, test_kwargs=TEST_KWARGS)
-class GRULM(RNNLanguageModel):
-    """Gated recurrent unit (GRU) language model (d2l 10.2).
+class GRULM(GatedRNNLM):
+    """Gated recurrent unit (GRU) language model: update and reset gates (d2l 10.2)."""
 
-    Its update and reset gates keep gradients alive over long spans, so it beats the plain RNN."""
-
-    def __init__(self, lr: float = 4.0, **kwargs: Any) -> None:
-        """
-        Args:
-            lr: learning rate (d2l uses 4 with SGD and gradient clipping at 1).
-        """
-        super().__init__(lr=lr, **kwargs)
-        self.body = nn.GRU(self.input_size, self.hidden_size, batch_first=True)
+    cell = nn.GRU
 
 
 @register_model("lstm", **REGISTRATION, test_kwargs=TEST_KWARGS)
-class LSTMLM(RNNLanguageModel):
+class LSTMLM(GatedRNNLM):
     """Long short-term memory (LSTM) language model: a gated memory cell beside the state (d2l 10.1)."""
 
-    def __init__(self, lr: float = 4.0, **kwargs: Any) -> None:
-        """
-        Args:
-            lr: learning rate (d2l uses 4 with SGD and gradient clipping at 1).
-        """
-        super().__init__(lr=lr, **kwargs)
-        self.body = nn.LSTM(self.input_size, self.hidden_size, batch_first=True)
+    cell = nn.LSTM
 
 
 @register_model("deep_gru", **REGISTRATION, test_kwargs=TEST_KWARGS)
-class DeepGRULM(RNNLanguageModel):
+class DeepGRULM(GRULM):
     """Deep GRU language model: stacked layers, each reading the one below (d2l 10.3)."""
 
     def __init__(self, num_layers: int = 2, lr: float = 2.0, **kwargs: Any) -> None:
@@ -223,12 +236,4 @@ class DeepGRULM(RNNLanguageModel):
             num_layers: number of stacked GRU layers.
             lr: learning rate (d2l uses 2 with SGD and gradient clipping at 1).
         """
-        super().__init__(lr=lr, **kwargs)
-        check_positive(num_layers=num_layers)
-        self.body = nn.GRU(
-            self.input_size,
-            self.hidden_size,
-            num_layers=num_layers,
-            dropout=self.dropout.p if num_layers > 1 else 0.0,
-            batch_first=True,
-        )
+        super().__init__(num_layers=num_layers, lr=lr, **kwargs)
