@@ -16,7 +16,16 @@ from conftest import REPO, run_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.gym import GymData
-from lit_modules.ppo import PPO, TanhMLPs, clipped_surrogate, compute_gae
+from lit_modules.ppo import (
+    PPO,
+    ActorCritic,
+    DiagonalGaussian,
+    LogSoftmaxCategorical,
+    RunningMeanStd,
+    TanhMLPs,
+    clipped_surrogate,
+    compute_gae,
+)
 from registry import MODELS
 
 
@@ -71,6 +80,60 @@ def test_batched_mlps_are_independent_networks() -> None:
         assert weight.grad[0].abs().sum() > 0 and not weight.grad[1].any()
 
 
+def test_running_statistics_merge_batches_into_the_moments_of_all_rows() -> None:
+    rows = torch.randn(100, 3) * torch.tensor([1.0, 5.0, 0.1]) + 2.0
+    stats = RunningMeanStd(3)
+    for chunk in rows.split([10, 60, 30]):
+        stats.update(chunk, lambda moments: moments)  # one process: the sum over ranks is itself
+    assert float(stats.count) == 100
+    torch.testing.assert_close(stats.mean, rows.mean(0))
+    torch.testing.assert_close(stats.var, rows.var(0, unbiased=False))
+    normalized = stats.normalize(rows)
+    torch.testing.assert_close(normalized.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+
+
+def test_the_policy_distributions_compute_what_torchs_own_do() -> None:
+    """The lean distributions that the update builds every minibatch step equal torch's."""
+    logits = torch.randn(6, 4) * 3
+    ours, torchs = LogSoftmaxCategorical(logits), torch.distributions.Categorical(logits=logits)
+    actions = torch.randint(0, 4, (6,))
+    torch.testing.assert_close(ours.log_prob(actions), torchs.log_prob(actions))
+    torch.testing.assert_close(ours.entropy(), torchs.entropy())
+    torch.testing.assert_close(ours.probs, torchs.probs)
+    assert torch.equal(ours.mode, torchs.mode) and ours.sample((3,)).shape == (3, 6)
+
+    loc, log_std = torch.randn(6, 2), torch.tensor([-0.5, 0.3])
+    ours = DiagonalGaussian(loc, log_std)
+    torchs = torch.distributions.Independent(torch.distributions.Normal(loc, log_std.exp()), 1)
+    actions = torch.randn(6, 2)
+    torch.testing.assert_close(ours.log_prob(actions), torchs.log_prob(actions))
+    torch.testing.assert_close(ours.entropy(), torchs.entropy())
+    torch.testing.assert_close(ours.stddev, torchs.stddev)
+    assert torch.equal(ours.mode, loc) and ours.sample((3,)).shape == (3, 6, 2)
+    assert (ours.batch_shape, ours.event_shape) == (torchs.batch_shape, torchs.event_shape)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_the_rollout_samples_the_policy_distribution(continuous: bool) -> None:
+    """`sample`, the rollout's fast path, draws from `distribution`, which the loss uses."""
+    torch.manual_seed(0)
+    agent = ActorCritic(3, 3, continuous, [8], shared=False, log_std_init=-0.5)
+    policy_out = torch.tensor([[0.0, 1.0, -1.0]]).expand(40_000, 3) * 3
+    dist = agent.distribution(policy_out)
+    assert isinstance(dist, torch.distributions.Distribution)
+    draws = agent.sample(policy_out)
+    if continuous:
+        torch.testing.assert_close(draws.mean(0), dist.mean[0], atol=0.02, rtol=0)
+        torch.testing.assert_close(draws.std(0), dist.stddev[0], atol=0.02, rtol=0)
+    else:
+        frequencies = torch.bincount(draws, minlength=3) / len(draws)
+        torch.testing.assert_close(frequencies, dist.probs[0], atol=0.01, rtol=0)
+    torch.testing.assert_close(agent.sample(policy_out, deterministic=True), dist.mode)
+    obs = torch.randn(5, 3)
+    action, dist, value = agent.get_action_and_value(obs)
+    assert torch.isfinite(dist.log_prob(action)).all() and value.shape == (5,)
+
+
 @pytest.mark.parametrize("normalize_reward", [False, True])
 def test_rollout_bootstraps_time_limits_but_reports_raw_returns(
     tmp_path: Path, normalize_reward: bool
@@ -89,17 +152,19 @@ def test_rollout_bootstraps_time_limits_but_reports_raw_returns(
     envs.reset(seed=0)
     step, infos = envs.step, []
     envs.step = lambda actions: (out := step(actions), infos.append(out[4]))[0]
-    batch, returns, lengths = model._collect(envs)
+    rollout, (returns, lengths) = model.collect_rollout(envs)
     assert returns == [5.0] * 4 and lengths == [5] * 4  # what the environment paid, no bootstrap
     with torch.no_grad():
-        logits, values = model(batch["obs"])
-    torch.testing.assert_close(batch["values"], values)
+        logits, values = model(rollout.obs)
+    torch.testing.assert_close(rollout.values, values)
     torch.testing.assert_close(
-        batch["log_probs"], logits.log_softmax(-1).gather(-1, batch["actions"][:, None])[:, 0]
+        rollout.log_probs, logits.log_softmax(-1).gather(-1, rollout.actions[..., None])[..., 0]
     )
-    reward = 1.0 / math.sqrt(float(model.return_var) + 1e-8) if normalize_reward else 1.0
+    reward = 1.0 / math.sqrt(float(model.return_rms.var) + 1e-8) if normalize_reward else 1.0
     assert normalize_reward == (abs(reward - 1.0) > 0.05)  # so scaled and raw rewards differ
-    targets, values = batch["returns"].view(12, 2), values.view(12, 2)
+    _, targets = compute_gae(
+        rollout.rewards, rollout.values, rollout.dones, rollout.next_value, 0.9, 0.0
+    )
     for t in range(11):
         if t % 5 == 4:  # truncated: bootstrapped from the final observation, not the reset one
             final_obs = torch.as_tensor(np.stack(infos[t]["final_obs"]))
@@ -112,18 +177,21 @@ def test_rollout_bootstraps_time_limits_but_reports_raw_returns(
 def test_rewards_are_scaled_by_the_running_std_of_the_discounted_return(tmp_path: Path) -> None:
     model = PPO(gamma=0.5, normalize_reward=True)
     model.trainer = _trainer(tmp_path)  # its strategy sums the moments (one process here)
-    model._discounted_return = np.zeros(2)
+    discounted_return = np.zeros(2)
     rewards = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 60.0]], dtype=np.float32)
     dones = np.array([[0, 1], [0, 0], [1, 0]], dtype=np.float32)
-    scaled = model._scale_rewards(rewards, dones)
+    scaled = model.scale_rewards(rewards, dones, discounted_return)
     # Discounted returns by hand; env 1's episode ends after its first step, env 0's at the last.
     returns = np.array([[1.0, 2.0], [0.5 + 3, 4.0], [1.75 + 5, 2 + 60]])
-    assert float(model.return_var) == pytest.approx(returns.var())
+    assert float(model.return_rms.var) == pytest.approx(returns.var())
     np.testing.assert_allclose(scaled, rewards / returns.std(), rtol=1e-5)
-    np.testing.assert_allclose(model._discounted_return, [0.0, 62.0])  # env 0's ended
+    np.testing.assert_allclose(discounted_return, [0.0, 62.0])  # env 0's ended
     # Against long-run statistics of unit scale, an outlier is clipped as SB3's VecNormalize does.
-    model.return_mean.zero_(), model.return_var.fill_(1.0), model.return_count.fill_(1e9)
-    scaled = model._scale_rewards(np.array([[50.0, -0.5]], dtype=np.float32), np.ones((1, 2)))
+    stats = model.return_rms
+    stats.mean.zero_(), stats.var.fill_(1.0), stats.count.fill_(1e9)
+    scaled = model.scale_rewards(
+        np.array([[50.0, -0.5]], dtype=np.float32), np.ones((1, 2)), discounted_return
+    )
     np.testing.assert_allclose(scaled, [[10.0, -0.5]], rtol=1e-4)
 
 
@@ -171,9 +239,9 @@ def test_a_few_updates_train_every_parameter_and_reload(
     assert int(model.env_steps) == 3 * 2 * entry.test_kwargs["rollout_steps"]
     assert trainer.global_step == 3 * model.hparams.update_epochs  # one minibatch per epoch
     if model.hparams.normalize_obs:
-        assert float(model.obs_count) == int(model.env_steps)
+        assert float(model.obs_rms.count) == int(model.env_steps)
     if model.hparams.normalize_reward:
-        assert float(model.return_count) == int(model.env_steps)
+        assert float(model.return_rms.count) == int(model.env_steps)
 
     path = tmp_path / "ppo.ckpt"
     trainer.save_checkpoint(path)
@@ -210,9 +278,9 @@ def test_training_metrics_are_logged_on_the_loggers_cadence(tmp_path: Path) -> N
 
 
 class ClipRecorder(PPO):
-    def _loss(self, mb, clip_coef):
+    def compute_loss(self, minibatch, clip_coef):
         self.clips = [*getattr(self, "clips", []), clip_coef]
-        return super()._loss(mb, clip_coef)
+        return super().compute_loss(minibatch, clip_coef)
 
 
 @pytest.mark.parametrize("anneal_clip", [False, True])
@@ -271,8 +339,8 @@ def test_resume_continues_steps_schedule_and_running_statistics(tmp_path: Path) 
     assert int(resumed.env_steps) == int(straight.env_steps) == 2 * 2 * 2 * 16
     assert resumed.final_step == straight.final_step == 4 * straight.hparams.update_epochs
     assert resumed.final_lr == pytest.approx(straight.final_lr)
-    assert float(resumed.obs_count) == float(straight.obs_count) == int(straight.env_steps)
-    assert float(resumed.return_count) == int(straight.env_steps)
+    assert float(resumed.obs_rms.count) == float(straight.obs_rms.count) == int(straight.env_steps)
+    assert float(resumed.return_rms.count) == int(straight.env_steps)
 
 
 class RankCheck(L.Callback):
@@ -282,10 +350,10 @@ class RankCheck(L.Callback):
         weights = torch.cat([p.detach().flatten() for p in pl_module.parameters()])
         gathered = pl_module.all_gather(weights)
         assert torch.equal(gathered[0], gathered[1]), "DDP ranks hold different weights"
-        first_obs = pl_module.all_gather(torch.as_tensor(pl_module._obs))
+        first_obs = pl_module.all_gather(torch.as_tensor(pl_module.env_state.obs))
         assert not torch.equal(first_obs[0], first_obs[1]), "DDP ranks share a seed stream"
         assert int(pl_module.env_steps) == 2 * 2 * 2 * 16  # rollouts x ranks x envs x steps
-        return_var = pl_module.all_gather(pl_module.return_var)  # reward scale over both ranks
+        return_var = pl_module.all_gather(pl_module.return_rms.var)  # reward scale, both ranks
         assert torch.equal(return_var[0], return_var[1]), "DDP ranks scale rewards differently"
         for name in ("train/loss", "train/return"):  # means over both ranks' updates and episodes
             logged = pl_module.all_gather(trainer.callback_metrics[name])
