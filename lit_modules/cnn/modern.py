@@ -198,7 +198,7 @@ class ResNeXt(ResNet):
             bottleneck: bottleneck width as a fraction of the stage's channels (d2l's `bot_mul`).
             lr: learning rate.
         """
-        super().__init__(lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)  # ResNet builds the stages; `block` reads hparams
 
     def block(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
         hp = self.hparams
