@@ -68,7 +68,7 @@ class AttentionMaps(L.Callback):
         plt = pyplot()
         heads = weights.shape[0]
         fig, axes = plt.subplots(
-            1, heads, figsize=(0.5 * len(source) * heads + 1.5, 0.45 * len(target) + 1.5),
+            1, heads, figsize=(0.5 * len(source) * heads + 1.5, 0.45 * len(target) + 2.5),
             squeeze=False,
         )  # fmt: skip
         for head, ax in enumerate(axes[0]):
