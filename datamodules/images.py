@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from datamodules.download import DataError, RemoteFile, fetch_all
 from datamodules.in_memory import InMemoryDataModule, TensorBatches, random_split_indices
+from datamodules.seeding import derive_seed, run_seed
 from registry import register_datamodule
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -162,23 +163,36 @@ class ImageClassificationData(InMemoryDataModule):
         images, labels = batch
         images = images.float().div_(self.pixel_max)
         if self.augment and self.trainer is not None and self.trainer.training:
-            images = shift_and_flip(images, self.max_shift)
+            images = shift_and_flip(images, self.max_shift, self._augmentation_generator())
         if self.resize:
             images = F.interpolate(images, size=(self.resize, self.resize), mode="bilinear")
         return images, labels
 
+    def _augmentation_generator(self) -> torch.Generator:
+        """The generator of the training batch being prepared, seeded by its place in the fit
+        (run seed, epoch, batch of the epoch, rank), so a resumed fit augments it the same way."""
+        trainer = self.trainer
+        batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # not yet counted
+        seed = derive_seed(run_seed(), "augment", trainer.current_epoch, batch, trainer.global_rank)
+        return torch.Generator().manual_seed(seed)
 
-def shift_and_flip(images: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
+
+def shift_and_flip(
+    images: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Random translation by up to `max_shift` pixels (zero fill) and a left-right flip of a
-    random half, different for every image but computed for the whole batch at once."""
+    random half, different for every image but computed for the whole batch at once. The few
+    random numbers are drawn on the CPU from `generator` (the global one if None) and moved to
+    the images' device, so the result does not depend on the device."""
     n, _, height, width = images.shape
-    flip = torch.rand(n, device=images.device) < 0.5
+    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
     if max_shift == 0:  # flips alone need no resampling grid
         return torch.where(flip[:, None, None, None], images.flip(-1), images)
     theta = torch.zeros(n, 2, 3, device=images.device)
     theta[:, 0, 0] = torch.where(flip, -1.0, 1.0)
     theta[:, 1, 1] = 1.0
-    shift = torch.randint(-max_shift, max_shift + 1, (n, 2), device=images.device).float()
+    shift = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator)
+    shift = shift.to(images.device, torch.float32)
     theta[:, 0, 2] = shift[:, 0] * 2 / width
     theta[:, 1, 2] = shift[:, 1] * 2 / height
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)

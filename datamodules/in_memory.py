@@ -1,15 +1,22 @@
 """Datasets held in memory as tensors and batched by index: one index_select per tensor and
 batch, no per-sample Python work. DataLoader samplers still choose the indices, so Lightning's
 DistributedSampler gives each DDP rank a disjoint shard; a batch sampler hands each batch's
-indices over as one tensor."""
+indices over as one tensor.
+
+Training order is resumable: the shuffle is a function of (run seed, epoch) and a checkpoint
+records how many batches of the epoch were handed out, so a fit resumed mid-epoch continues
+with the next batch the uninterrupted fit would have drawn."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from datamodules.seeding import run_seed
 
 
 class TensorBatches(Dataset):
@@ -33,18 +40,82 @@ class TensorBatches(Dataset):
         return tuple(t.index_select(0, index) for t in self.tensors)
 
 
+class EpochShuffle(RandomSampler):
+    """A random order that is a function of (seed, epoch) alone: the permutation a one-replica
+    DistributedSampler draws. Lightning calls ``set_epoch`` at every epoch start, and under DDP
+    replaces this sampler by a DistributedSampler seeded the same way (from the run seed), so
+    shuffling has no state to checkpoint. A RandomSampler, so Lightning knows it shuffles."""
+
+    def __init__(self, data_source: Sized, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
 class TensorIndexBatches(BatchSampler):
-    """A BatchSampler that draws its sampler's order once per epoch and yields each batch of
-    indices as a slice of one tensor, instead of a list built one Python int at a time and
-    converted to a tensor per batch. Lightning rebuilds it around a DistributedSampler under
-    DDP, as it does a plain BatchSampler."""
+    """A batch sampler that yields each batch of indices as one tensor sliced from the epoch's
+    order (not a list built one Python int at a time), and that a checkpoint can stop and
+    resume mid-epoch.
+
+    An epoch's batches are a function of its sampler's order alone (an EpochShuffle or a
+    DistributedSampler, whose ``epoch`` Lightning sets), so the state is just (epoch, batches
+    handed out); after ``load_state_dict`` the next pass over the same epoch skips those.
+    Subclasses change how an epoch's order is cut into batches by
+    overriding ``epoch_batches`` (and ``__len__``), e.g. to group sequences of similar length;
+    they keep ``BatchSampler``'s ``(sampler, batch_size, drop_last)`` arguments, with which
+    Lightning rebuilds them around a DistributedSampler under DDP."""
+
+    def __init__(self, sampler: Any, batch_size: int, drop_last: bool) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self._epoch: int | None = None  # of the pass in progress (None: the sampler has no epoch)
+        self._handed_out = 0  # batches of that pass given to the loader so far
+        self._resume_from: tuple[int | None, int] | None = None  # (epoch, batches) to skip
+
+    def epoch_batches(self, order: torch.Tensor) -> list[torch.Tensor]:
+        """The epoch's batches, in order, from the sampler's index order."""
+        batches = list(order.split(self.batch_size))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        order = torch.as_tensor(list(self.sampler), dtype=torch.long)
-        batches = order.split(self.batch_size)
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches = batches[:-1]
-        yield from batches
+        epoch = getattr(self.sampler, "epoch", None)
+        batches = self.epoch_batches(torch.as_tensor(list(self.sampler), dtype=torch.long))
+        start = 0
+        if self._resume_from is not None:
+            saved_epoch, handed_out = self._resume_from
+            self._resume_from = None
+            # A sampler without epochs cannot tell a finished pass from the next one.
+            if saved_epoch == epoch and (epoch is not None or handed_out < len(batches)):
+                start = handed_out
+        self._epoch, self._handed_out = epoch, start
+        for i in range(start, len(batches)):
+            self._handed_out = i + 1
+            yield batches[i]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self._epoch, "batches": self._handed_out}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_from = (state["epoch"], state["batches"])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position Lightning saves in checkpoints and restores on resume (it has
+    ``state_dict`` and ``load_state_dict``): the position of its TensorIndexBatches."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batch_sampler.load_state_dict(state)
 
 
 def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -75,9 +146,13 @@ class InMemoryDataModule(L.LightningDataModule):
         if split not in self.splits:
             raise RuntimeError(f"{type(self).__name__} has no {split!r} split; call setup() first")
         data = self.splits[split]
-        order = RandomSampler(data) if shuffle else SequentialSampler(data)
-        batches = TensorIndexBatches(order, batch_size=self.batch_size, drop_last=False)
-        return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
+        if not shuffle:
+            batches = TensorIndexBatches(SequentialSampler(data), self.batch_size, drop_last=False)
+            return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
+        batches = TensorIndexBatches(
+            EpochShuffle(data, run_seed()), self.batch_size, drop_last=False
+        )
+        return ResumableLoader(data, batch_sampler=batches, collate_fn=keep_batch)
 
     def transfer_batch_to_device(
         self, batch: tuple[torch.Tensor, ...], device: torch.device, dataloader_idx: int
