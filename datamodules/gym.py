@@ -2,19 +2,24 @@
 collect one rollout from, each evaluation batch a freshly made one to run episodes on.
 
 The loaders are plain iterables rather than DataLoaders, so Lightning injects no sampler:
-under DDP every rank collects its own rollouts from its own seed stream."""
+under DDP every rank collects its own rollouts from its own seed stream. Checkpoints hold the
+training environments of every rank mid-episode, so a resumed fit continues the same episodes."""
 
 from __future__ import annotations
 
 import functools
 import itertools
 import os
+import pickle
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import lightning as L
 import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_warn
 
 from registry import register_datamodule
 
@@ -24,15 +29,47 @@ STREAMS = {"fit": 0, "validate": 1, "test": 2, "predict": 3}
 
 class SeededVectorEnv(gym.vector.VectorWrapper):
     """Applies its seeds on the first ``reset()``, so whoever steps the environments need not
-    know them; later resets continue the seeded generators."""
+    know them; later resets continue the seeded generators.
+
+    Its state (``get_state``/``set_state``) is every environment, wrappers and generators
+    included, and the observation they last returned; after ``set_state`` the next ``reset()``
+    without a seed hands that observation back instead of starting new episodes, so a learner
+    that begins by resetting continues the episodes where they were."""
 
     def __init__(self, env: gym.vector.VectorEnv, seeds: list[int]) -> None:
         super().__init__(env)
         self._seeds: list[int] | None = seeds
+        self._last_obs: Any = None
+        self._continue_with: Any = None  # the observation a restored state resumes from
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        if seed is None and self._continue_with is not None:
+            obs, self._continue_with = self._continue_with, None
+            return obs, {}
         seed, self._seeds = (self._seeds if seed is None else seed), None
-        return self.env.reset(seed=seed, options=options)
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, actions: Any):
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self._last_obs = obs
+        return obs, reward, terminated, truncated, info
+
+    def get_state(self) -> bytes:
+        """The environments (read through the vector API, so async ones too) as pickled bytes;
+        raises pickle's error when an environment cannot be pickled."""
+        environments = self.env.unwrapped.get_attr("__dict__")
+        return pickle.dumps({"envs": environments, "obs": self._last_obs, "seeds": self._seeds})
+
+    def set_state(self, blob: bytes) -> None:
+        """Restore `get_state`'s environments; a ValueError if their number differs."""
+        state = pickle.loads(blob)
+        if len(state["envs"]) != self.num_envs:
+            raise ValueError(f"{len(state['envs'])} environments saved, {self.num_envs} made")
+        self.env.unwrapped.set_attr("__dict__", state["envs"])
+        self._seeds, self._last_obs = state["seeds"], state["obs"]
+        self._continue_with = state["obs"]
 
 
 class RolloutLoader:
@@ -47,6 +84,14 @@ class RolloutLoader:
 
     def __len__(self) -> int:
         return self.length
+
+    # Every batch is the same, so a fit resumed mid-epoch needs only Lightning's batch count;
+    # having a state tells Lightning so. The environments are the datamodule's state.
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 class EpisodeLoader:
@@ -118,7 +163,8 @@ class GymData(L.LightningDataModule):
         self.eval_episodes = eval_episodes
         self.predict_episodes = predict_episodes
         self.render = render
-        self.train_envs: gym.vector.VectorEnv | None = None
+        self.train_envs: SeededVectorEnv | None = None
+        self._saved_train_envs: bytes | None = None  # from a checkpoint, until setup("fit")
 
     @functools.cached_property
     def _spaces(self) -> tuple[gym.Space, gym.Space]:
@@ -174,6 +220,9 @@ class GymData(L.LightningDataModule):
             self.train_envs = self._make(
                 self.num_envs, self._seeds("fit", 0, self.num_envs), self.vectorization
             )
+        if stage == "fit" and self._saved_train_envs is not None:
+            self._restore_train_envs(self._saved_train_envs)
+            self._saved_train_envs = None
         if stage == "predict" and self.render:
             os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame without a display
 
@@ -181,6 +230,51 @@ class GymData(L.LightningDataModule):
         if stage == "fit" and self.train_envs is not None:
             self.train_envs.close()
             self.train_envs = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every rank's training environments, mid-episode (gathered from all ranks, which all
+        write checkpoints' contents, though rank 0 alone writes the file)."""
+        if self.train_envs is None:
+            return {}
+        try:
+            blob = self.train_envs.get_state()
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            rank_zero_warn(
+                f"the {self.env_id} environments cannot be saved in the checkpoint ({err}); a fit "
+                "resumed from it starts new episodes instead of continuing these."
+            )
+            blob = b""
+        blobs = [blob]
+        if dist.is_available() and dist.is_initialized():
+            blobs = [b""] * dist.get_world_size()
+            dist.all_gather_object(blobs, blob)
+        return {"train_envs": [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("train_envs")
+        if not saved:
+            return
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if len(saved) != world_size:
+            rank_zero_warn(
+                f"the checkpoint holds the environments of {len(saved)} ranks, this fit runs "
+                f"{world_size}: the environments start new episodes."
+            )
+            return
+        blob = saved[rank].numpy().tobytes()
+        if not blob:
+            return
+        if self.train_envs is None:
+            self._saved_train_envs = blob
+        else:
+            self._restore_train_envs(blob)
+
+    def _restore_train_envs(self, blob: bytes) -> None:
+        try:
+            self.train_envs.set_state(blob)
+        except ValueError as err:
+            rank_zero_warn(f"the checkpoint's environments do not fit ({err}): new episodes start.")
 
     def _episodes(self, stage: str, batches: int, per_batch: int) -> EpisodeLoader:
         render_mode = "rgb_array" if stage == "predict" and self.render else None

@@ -403,6 +403,8 @@ class PPO(ZooModule):
         self._unlogged_stats: torch.Tensor | float = 0.0
         self._unlogged_rollouts = 0
         self._unlogged_episodes = np.zeros(3)
+        # This rank's running episodes from a checkpoint, taken up by the first rollout.
+        self._resumed_episodes: dict[str, torch.Tensor] | None = None
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [EpisodeGif()]
@@ -483,7 +485,9 @@ class PPO(ZooModule):
         hp = self.hparams
         if self.env_state is None or self.env_state.envs is not envs:
             self._check_spaces(envs)
+            # Environments restored from a checkpoint hand back their last observation here.
             self.env_state = EnvState.reset(envs)
+            self._resume_episodes(self.env_state)
         state, steps = self.env_state, hp.rollout_steps
         obs = torch.empty(steps, envs.num_envs, hp.obs_dim, device=self.device)
         policy_outs, actions, values = [], [], []
@@ -675,6 +679,48 @@ class PPO(ZooModule):
             self.log("train/length", total_length / count)
         self._unlogged_stats, self._unlogged_rollouts = 0.0, 0
         self._unlogged_episodes = np.zeros(3)
+
+    # ----------------------------------------------------------------------------- resume
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every rank's running episodes and not yet logged statistics go into the checkpoint
+        (the environments themselves are the datamodule's), so a resumed fit continues them."""
+        super().on_save_checkpoint(checkpoint)
+        state = self.env_state or EnvState(None, None, *(np.zeros(0),) * 3)  # before any rollout
+        local = {
+            "episode_return": torch.as_tensor(state.episode_return),
+            "episode_length": torch.as_tensor(state.episode_length),
+            "discounted_return": torch.as_tensor(state.discounted_return),
+            "unlogged_stats": torch.zeros(len(STATS)) + torch.as_tensor(self._unlogged_stats).cpu(),
+            "unlogged_rollouts": torch.tensor(self._unlogged_rollouts),
+            "unlogged_episodes": torch.as_tensor(self._unlogged_episodes),
+        }
+        world_size = self.trainer.world_size
+        checkpoint["ppo_rollouts"] = {
+            key: self.all_gather(value.to(self.device)).cpu().reshape(world_size, *value.shape)
+            for key, value in local.items()
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("ppo_rollouts")
+        trainer = self._trainer
+        if saved is None or trainer is None or len(saved["episode_return"]) != trainer.world_size:
+            return  # evaluation, or another number of ranks: episodes start afresh
+        mine = {key: value[trainer.global_rank] for key, value in saved.items()}
+        self._resumed_episodes = mine
+        self._unlogged_stats = mine["unlogged_stats"].to(self.device)
+        self._unlogged_rollouts = int(mine["unlogged_rollouts"])
+        self._unlogged_episodes = mine["unlogged_episodes"].numpy()
+
+    def _resume_episodes(self, state: EnvState) -> None:
+        """Continue the checkpoint's running episodes in `state` (the environments continue
+        them too: the gym datamodule restored them)."""
+        saved, self._resumed_episodes = self._resumed_episodes, None
+        if saved is not None and len(saved["episode_return"]) == len(state.episode_return):
+            state.episode_return = saved["episode_return"].numpy()
+            state.episode_length = saved["episode_length"].numpy()
+            state.discounted_return = saved["discounted_return"].numpy()
 
     # ----------------------------------------------------------------------------- evaluation
 
