@@ -33,8 +33,11 @@ import lit_modules  # noqa: F401  (registers the built-in models)
 from callbacks import (
     AtomicCheckpointIO,
     ClassPredictionWriter,
+    ExactResume,
     LatestCheckpoint,
     LearningCurvePlot,
+    NonFiniteError,
+    StopOnNonFinite,
 )
 from datamodules.download import DataError
 from lit_modules.base import CheckpointMismatchError, HyperparameterError
@@ -257,9 +260,12 @@ def _default_callbacks(subcommand: str | None) -> list[L.Callback]:
         return [ClassPredictionWriter()]
     if subcommand in ("validate", "test"):
         return []
-    # LatestCheckpoint comes after the `--checkpoint` callback (LightningCLI appends these
-    # defaults after it), so last.ckpt holds the best-checkpoint state of the same step.
-    return [LearningRateMonitor(logging_interval="epoch"), LearningCurvePlot(), LatestCheckpoint()]
+    return [
+        LearningRateMonitor(logging_interval="epoch"),
+        LearningCurvePlot(),
+        ExactResume(),
+        StopOnNonFinite(),
+    ]
 
 
 class LitzooCLI(LightningCLI):
@@ -291,6 +297,9 @@ class LitzooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         entry = self.plan.model
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # last.ckpt (and its --last_checkpoint.every_n_train_steps) after --checkpoint, so it
+        # holds the best-checkpoint state of the same step.
+        parser.add_lightning_class_args(LatestCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": entry.monitor if entry else "val/loss",
@@ -413,6 +422,9 @@ def main(argv: list[str] | None = None) -> None:
     ) as err:
         print(f"litzoo: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as err:
+        print(f"litzoo: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 from callbacks.attention_maps import AttentionMaps
 from callbacks.checkpoints import AtomicCheckpointIO, LatestCheckpoint
 from callbacks.episode_gif import EpisodeGif
+from callbacks.finite import NonFiniteError, StopOnNonFinite
 from callbacks.generated_text import GeneratedTextWriter
+from callbacks.interrupts import FitInterrupted
 from callbacks.learning_curve import LearningCurvePlot, plot_metrics_csv
 from callbacks.predictions import ClassPredictionWriter
+from callbacks.resume import ExactResume
 from callbacks.translations import TranslationWriter
 
 __all__ = [
@@ -13,9 +16,13 @@ __all__ = [
     "AttentionMaps",
     "ClassPredictionWriter",
     "EpisodeGif",
+    "ExactResume",
+    "FitInterrupted",
     "GeneratedTextWriter",
     "LatestCheckpoint",
     "LearningCurvePlot",
+    "NonFiniteError",
+    "StopOnNonFinite",
     "TranslationWriter",
     "plot_metrics_csv",
 ]

@@ -1,21 +1,29 @@
-"""Checkpoint files a run can trust: `last.ckpt` is always the latest completed state, and
-every checkpoint file is replaced in one rename, so a kill never leaves half a file."""
+"""Checkpoint files a run can trust: `last.ckpt` is always the latest state (every epoch, every
+N training steps if asked, and when SIGTERM or SIGINT stops the fit), and every checkpoint file
+is replaced in one rename, so a kill never leaves half a file."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from callbacks.interrupts import FitInterrupted, SignalTrap
+from datamodules.download import atomic_file
+
 
 class LatestCheckpoint(ModelCheckpoint):
-    """Writes ``last.ckpt`` after every training epoch, whatever the monitored metric did.
+    """Keeps ``last.ckpt`` at the latest state of the fit: after every training epoch whatever
+    the monitored metric did, every `every_n_train_steps` optimizer steps if set, and when
+    SIGTERM or SIGINT arrives. A signal stops the fit at the end of the training batch in
+    progress, once its state is saved, and the process exits with status 143 (SIGTERM) or 130
+    (SIGINT); ``--ckpt_path last`` resumes it.
 
     Lightning's own ``save_last`` (since 2.6) rewrites last.ckpt only when a top-k checkpoint
     is written in the same step, so with a monitor it lags behind the run whenever the metric
@@ -23,7 +31,17 @@ class LatestCheckpoint(ModelCheckpoint):
     after the best-checkpoint callback in the trainer's list, so the file holds that
     callback's updated state too."""
 
-    def __init__(self) -> None:
+    def __init__(self, every_n_train_steps: int | None = None) -> None:
+        """
+        Args:
+            every_n_train_steps: also save last.ckpt every this many optimizer steps, in the
+                middle of epochs (a resumed fit continues mid-epoch exactly); None saves it
+                after every epoch only.
+        """
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ValueError(
+                f"every_n_train_steps must be >= 1 or None (epochs only), got {every_n_train_steps}"
+            )
         super().__init__(
             filename=self.CHECKPOINT_NAME_LAST,
             monitor=None,
@@ -31,6 +49,66 @@ class LatestCheckpoint(ModelCheckpoint):
             save_last=False,
             enable_version_counter=False,
         )
+        self.every_n_steps = every_n_train_steps
+        self._signals = SignalTrap()
+        self._saved_step_block = 0  # global_step // every_n_steps at the last step save
+
+    @property
+    def path(self) -> Path:
+        return Path(self.format_checkpoint_name({}))
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._signals.install(trainer)  # after Lightning installed its own SIGTERM handler
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._signals.install(trainer)
+        if self.every_n_steps:
+            self._saved_step_block = trainer.global_step // self.every_n_steps
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        signum = self._signals.agreed(trainer)
+        step_block = trainer.global_step // self.every_n_steps if self.every_n_steps else 0
+        if signum or step_block > self._saved_step_block:
+            # Not through ModelCheckpoint's bookkeeping, which would skip the end-of-epoch
+            # save of the same step (a different state: validation and epoch end follow).
+            trainer.save_checkpoint(self.path, weights_only=False)
+            self._saved_step_block = step_block
+        if signum:
+            self._stop(trainer, signum)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signum = self._signals.agreed(trainer)
+        self._signals.restore()
+        if signum:  # arrived after the last batch: the final state is saved already
+            self._stop(trainer, signum)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._signals.restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._signals.restore()
+
+    def _stop(self, trainer: L.Trainer, signum: int) -> None:
+        if trainer.is_global_zero:
+            name = "SIGTERM" if signum == 15 else "SIGINT" if signum == 2 else f"signal {signum}"
+            print(
+                f"litzoo: {name} received: the fit stopped at epoch {trainer.current_epoch}, "
+                f"step {trainer.global_step}, with its state saved in {self.path}. Resume it "
+                f"with --ckpt_path last (or --ckpt_path {self.path}).",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise FitInterrupted(signum)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -45,22 +123,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not _is_local_file_protocol(str(path)):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                torch.save(checkpoint, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from others
-            os.replace(tmp_name, target)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so it is set back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        with atomic_file(Path(path), suffix=".tmp") as out:
+            torch.save(checkpoint, out)
