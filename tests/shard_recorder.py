@@ -1,4 +1,5 @@
-"""A callback for test_ddp.py: each rank saves the training inputs it saw to its own file."""
+"""A callback for test_ddp.py: each rank saves the training inputs it saw and its final
+weights to its own file."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ class ShardRecorder(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(
-            {"world_size": trainer.world_size, "inputs": torch.cat(self.seen)},
+            {
+                "world_size": trainer.world_size,
+                "node_rank": trainer.node_rank,
+                "inputs": torch.cat(self.seen),
+                "weights": {k: v.detach().cpu() for k, v in pl_module.state_dict().items()},
+            },
             self.out_dir / f"rank{trainer.global_rank}.pt",
         )

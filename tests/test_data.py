@@ -9,15 +9,20 @@ import http.server
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
 from datamodules.download import (
     ChecksumError,
+    CorruptCopyWarning,
     DataError,
     DataUnavailableError,
     RemoteFile,
@@ -126,6 +131,92 @@ def test_bad_download_leaves_nothing_that_passes_for_whole(isolated, http_mirror
     with pytest.raises(ChecksumError):
         fetch(toy_file(base + "payload.bin"))
     assert list((cache / "toy").iterdir()) == []
+
+
+def test_a_corrupt_copy_in_one_mirror_falls_back_to_the_next_source(
+    isolated, tmp_path, monkeypatch, http_mirror
+) -> None:
+    cache, first = isolated
+    second = tmp_path / "second-mirror"
+    (second / "toy").mkdir(parents=True)
+    (first / "toy" / "payload.bin").write_bytes(PAYLOAD[:-1] + b"?")
+    (second / "toy" / "payload.bin").write_bytes(PAYLOAD)
+    monkeypatch.setenv("LITZOO_MIRROR", f"{first}:{second}")
+    with pytest.warns(CorruptCopyWarning) as warned:
+        assert fetch(toy_file()).read_bytes() == PAYLOAD
+    (message,) = [str(w.message) for w in warned]
+    assert str(first / "toy" / "payload.bin") in message and "corrupt" in message
+    assert str(second / "toy" / "payload.bin") in message  # and which copy was used
+    # the URL is the last source
+    (cache / "toy" / "payload.bin").unlink()
+    root, base = http_mirror
+    (root / "payload.bin").write_bytes(PAYLOAD)
+    monkeypatch.setenv("LITZOO_MIRROR", str(first))
+    with pytest.warns(CorruptCopyWarning, match="Used the good copy from http://"):
+        assert fetch(toy_file(base + "payload.bin")).read_bytes() == PAYLOAD
+
+
+def test_cached_files_get_the_permissions_the_umask_gives(isolated) -> None:
+    _, mirror = isolated
+    (mirror / "toy" / "payload.bin").write_bytes(PAYLOAD)
+    previous = os.umask(0o002)
+    try:
+        path = fetch(toy_file())
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o664  # group-shared cache, not mkstemp's 0600
+
+
+DOWNLOAD_AND_HANG = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("download", sys.argv[1])
+download = sys.modules["download"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(download)
+download.fetch(download.RemoteFile("toy", "payload.bin", sys.argv[2], "0" * 64))
+"""
+
+
+def test_a_killed_download_leaves_nothing_after_the_next_good_fetch(isolated) -> None:
+    """A download SIGKILLed mid-copy leaves its temporary file; the next good fetch of that
+    file removes it, and leaves alone the one of a copy still in progress."""
+    cache, mirror = isolated
+
+    class Stalling(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # sends a first chunk, then nothing
+            self.send_response(200)
+            self.send_header("Content-Length", str(2 * len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+            self.wfile.flush()
+            threading.Event().wait(60)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/payload.bin"
+    downloader = subprocess.Popen(
+        [sys.executable, "-c", DOWNLOAD_AND_HANG, str(REPO / "datamodules" / "download.py"), url],
+        env={**os.environ, "LITZOO_DATA": str(cache)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((cache / "toy").glob(".payload.bin.*.part")):
+            assert time.monotonic() < deadline and downloader.poll() is None
+            time.sleep(0.05)
+    finally:
+        downloader.kill()
+        downloader.wait()
+        server.shutdown()
+        server.server_close()
+    (left_behind,) = (cache / "toy").glob(".payload.bin.*.part")
+    in_progress = cache / "toy" / f".payload.bin.{socket.gethostname()}.{os.getpid()}.x.part"
+    in_progress.write_bytes(b"a copy this process is still making")
+
+    (mirror / "toy" / "payload.bin").write_bytes(PAYLOAD)
+    assert fetch(toy_file()).read_bytes() == PAYLOAD
+    assert not left_behind.exists()
+    assert sorted(p.name for p in (cache / "toy").iterdir()) == sorted(
+        ["payload.bin", in_progress.name]
+    )
 
 
 def test_real_mirror_files_download_through_http(isolated, http_mirror) -> None:

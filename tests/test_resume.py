@@ -1,0 +1,163 @@
+"""Exact resume: a fit killed with SIGKILL after its first checkpoint and resumed with
+`--ckpt_path last` ends with the same weights, optimizer state and logged metrics, bit for bit,
+as the same command run without interruption. One model of each family, each with what it
+draws at random: shuffling, dropout, augmentation, environments."""
+
+from __future__ import annotations
+
+import csv
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, run_cli
+
+QUIET = (
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--seed_everything=7",
+)
+TESTS_ON_PATH = {"PYTHONPATH": str(REPO / "tests")}
+DIGITS_28PX = ("--data=digits", "--data.resize=28")
+
+# family: (model, its arguments, the training batch (counted over the fit) at whose start the
+# fit is killed). Each kill comes after a checkpoint; 19 batches make one digits epoch.
+CASES = {
+    "linear": (
+        "mlp",
+        ("--data=digits", "--model.dropout=0.3", "--trainer.max_epochs=2",
+         "--last_checkpoint.every_n_train_steps=5", "--trainer.log_every_n_steps=3"),
+        12,  # mid-epoch, after the step-10 checkpoint
+    ),
+    "cnn": (
+        "lenet",
+        (*DIGITS_28PX, "--data.augment=true", "--data.max_shift=2", "--model.scheduler=onecycle",
+         "--trainer.max_epochs=2", "--last_checkpoint.every_n_train_steps=8",
+         "--trainer.log_every_n_steps=4"),
+        27,  # epoch 1, after the step-24 checkpoint
+    ),
+    "rnn": (
+        "gru",
+        ("--data.max_tokens=3000", "--data.num_steps=8", "--data.batch_size=256",
+         "--model.hidden_size=16", "--model.dropout=0.3", "--trainer.max_epochs=3",
+         "--trainer.log_every_n_steps=2"),
+        13,  # epoch 1, after the epoch-0 checkpoint (10 batches an epoch)
+    ),
+    "vit": (
+        "vit",
+        (*DIGITS_28PX, "--data.augment=true", "--model.num_hiddens=16",
+         "--model.mlp_num_hiddens=32", "--model.num_heads=2", "--model.num_blks=1",
+         "--model.emb_dropout=0.2", "--model.blk_dropout=0.2", "--trainer.max_epochs=2",
+         "--trainer.log_every_n_steps=5"),
+        25,  # epoch 1, after the epoch-0 checkpoint
+    ),
+    "rl": (
+        "ppo",
+        ("--model.hidden_sizes=[16]", "--model.rollout_steps=16", "--model.minibatch_size=16",
+         "--model.update_epochs=2", "--model.normalize_obs=true",
+         "--model.normalize_reward=true", "--data.num_envs=2", "--data.rollouts_per_epoch=4",
+         "--data.eval_episodes=2", "--trainer.max_epochs=3",
+         "--last_checkpoint.every_n_train_steps=12", "--trainer.log_every_n_steps=3"),
+        7,  # epoch 1, after the step-24 checkpoint (4 optimizer steps a rollout)
+    ),
+}  # fmt: skip
+
+
+def fit(cwd: Path, model: str, *args: str):
+    return run_cli("fit", f"--model={model}", *args, *QUIET, cwd=cwd, env=TESTS_ON_PATH)
+
+
+def metric_rows(run: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows without their empty cells (two runs' files differ in columns)."""
+    with open(run / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if v} for row in csv.DictReader(f)]
+
+
+def assert_same_end(reference: Path, resumed: Path) -> None:
+    """The two runs end in the same state, bit for bit, and the resumed run logged exactly
+    what the reference logged after the point it resumed from."""
+    end, resumed_end = (
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        for run in (reference, resumed)
+    )
+    assert (resumed_end["epoch"], resumed_end["global_step"]) == (end["epoch"], end["global_step"])
+    assert end["state_dict"].keys() == resumed_end["state_dict"].keys()
+    for name, weights in end["state_dict"].items():
+        assert torch.equal(weights, resumed_end["state_dict"][name]), name
+    for optimizer, resumed_optimizer in zip(
+        end["optimizer_states"], resumed_end["optimizer_states"], strict=True
+    ):
+        for slot, state in optimizer["state"].items():
+            for key, value in state.items():
+                assert torch.equal(
+                    torch.as_tensor(value), torch.as_tensor(resumed_optimizer["state"][slot][key])
+                ), key
+    rows, resumed_rows = metric_rows(reference), metric_rows(resumed)
+    assert resumed_rows, "the resumed run logged nothing"
+    assert resumed_rows == rows[-len(resumed_rows) :]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory):
+    """The run directory of a family's fit run without interruption (made once per module)."""
+    runs: dict[str, Path] = {}
+
+    def run(family: str) -> Path:
+        if family not in runs:
+            model, args, _ = CASES[family]
+            cwd = tmp_path_factory.mktemp(f"reference-{family}")
+            done = fit(cwd, model, *args)
+            assert done.returncode == 0, done.stderr[-3000:]
+            runs[family] = cwd / "runs" / model / "version_0"
+        return runs[family]
+
+    return run
+
+
+@pytest.mark.parametrize("family", CASES)
+def test_sigkilled_fit_resumes_exactly(tmp_path: Path, family: str, reference_run) -> None:
+    model, args, kill_at = CASES[family]
+    killed = fit(
+        tmp_path, model, *args, "--trainer.callbacks+=fault_injection.SignalAt",
+        f"--trainer.callbacks.at_batch={kill_at}",
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    saved = torch.load(
+        tmp_path / "runs" / model / "version_0" / "checkpoints" / "last.ckpt", weights_only=True
+    )
+    assert saved["global_step"] > 0  # the kill came after a checkpoint
+    resumed = fit(tmp_path, model, *args, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_end(reference_run(family), tmp_path / "runs" / model / "version_1")
+
+
+@pytest.mark.parametrize(
+    "signal_name, during, status, stopped_at_step",
+    [
+        # sent as batch 13 starts: the fit stops once that batch is done
+        ("SIGTERM", "train", 143, 14),
+        # sent during epoch 0's validation: that epoch ends and is saved as usual, then the fit
+        # stops after the next batch
+        ("SIGINT", "validation", 130, 20),
+    ],
+)
+def test_signal_saves_the_state_says_where_and_exits_non_zero(
+    tmp_path: Path, reference_run, signal_name: str, during: str, status: int, stopped_at_step: int
+) -> None:
+    model, args, _ = CASES["linear"]
+    stopped = fit(
+        tmp_path, model, *args, "--trainer.callbacks+=fault_injection.SignalAt",
+        "--trainer.callbacks.at_batch=13", f"--trainer.callbacks.signal_name={signal_name}",
+        f"--trainer.callbacks.during={during}",
+    )  # fmt: skip
+    assert stopped.returncode == status, stopped.stderr[-3000:]
+    checkpoint = Path("runs", model, "version_0", "checkpoints", "last.ckpt")
+    assert f"{signal_name} received" in stopped.stderr
+    assert f"--ckpt_path {checkpoint}" in stopped.stderr and "Traceback" not in stopped.stderr
+    saved = torch.load(tmp_path / checkpoint, weights_only=True)
+    assert saved["global_step"] == stopped_at_step
+
+    resumed = fit(tmp_path, model, *args, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_end(reference_run("linear"), tmp_path / "runs" / model / "version_1")
