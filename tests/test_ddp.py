@@ -59,6 +59,28 @@ def test_ddp_ranks_see_disjoint_shards(tmp_path) -> None:
     ).is_file()
 
 
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_batch(tmp_path) -> None:
+    """Rank 1 alone is told to stop as its third batch starts; the ranks agree, save after that
+    batch and exit 143 instead of one of them waiting for the other forever."""
+    result = run_cli(
+        *fit_args(devices=2, nodes=1, shards=tmp_path / "shards"),
+        "--trainer.callbacks+=fault_injection.SignalAt",
+        "--trainer.callbacks.at_batch=2",
+        "--trainer.callbacks.signal_name=SIGTERM",
+        "--trainer.callbacks.only_rank=1",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO / "tests")},
+        timeout=240,
+    )
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "SIGTERM received" in result.stderr
+    saved = torch.load(
+        tmp_path / "runs" / "linear_regression" / "version_0" / "checkpoints" / "last.ckpt",
+        weights_only=True,
+    )
+    assert saved["global_step"] == 3
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,9 +9,15 @@ import csv
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, run_cli
+from torch.utils.data import DistributedSampler
+
+from datamodules.gym import GymData
+from datamodules.images import DigitsData
+from datamodules.in_memory import EpochShuffle, ResumableLoader, TensorIndexBatches
 
 QUIET = (
     "--trainer.enable_progress_bar=false",
@@ -161,3 +167,74 @@ def test_signal_saves_the_state_says_where_and_exits_non_zero(
     resumed = fit(tmp_path, model, *args, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_end(reference_run("linear"), tmp_path / "runs" / model / "version_1")
+
+
+def test_epoch_shuffle_is_a_one_replica_distributed_sampler() -> None:
+    """Single-process shuffling draws DistributedSampler's order, so DDP and one process shuffle
+    alike and neither has state: the order is a function of (seed, epoch)."""
+    ours = EpochShuffle(range(50), seed=11)
+    theirs = DistributedSampler(range(50), num_replicas=1, rank=0, shuffle=True, seed=11)
+    orders = []
+    for epoch in (0, 1, 5):
+        ours.set_epoch(epoch)
+        theirs.set_epoch(epoch)
+        orders.append(list(ours))
+        assert orders[-1] == list(theirs)
+    assert len({tuple(order) for order in orders}) == 3  # a new order every epoch
+
+
+def test_batch_sampler_resumes_mid_epoch_only() -> None:
+    def batches(epoch: int) -> TensorIndexBatches:
+        sampler = EpochShuffle(range(10), seed=3)
+        sampler.set_epoch(epoch)
+        return TensorIndexBatches(sampler, batch_size=3, drop_last=False)
+
+    whole = [b.tolist() for b in batches(2)]
+    assert len(whole) == 4 and sorted(i for batch in whole for i in batch) == list(range(10))
+    stopped = batches(2)
+    handed_out = iter(stopped)
+    next(handed_out), next(handed_out)
+    state = stopped.state_dict()
+    assert state == {"epoch": 2, "batches": 2}
+
+    resumed = batches(2)
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == whole[2:]  # the rest of the epoch
+    assert [b.tolist() for b in resumed] == whole  # and the next pass is whole again
+    after_epoch_end = batches(3)  # a checkpoint at the end of epoch 2 skips nothing in 3
+    after_epoch_end.load_state_dict({"epoch": 2, "batches": 4})
+    assert len(list(after_epoch_end)) == 4
+
+
+def test_only_the_training_loader_is_resumable() -> None:
+    data = DigitsData()
+    data.setup()
+    assert isinstance(data.train_dataloader(), ResumableLoader)
+    assert isinstance(data.train_dataloader().batch_sampler.sampler, EpochShuffle)
+    assert not isinstance(data.val_dataloader(), ResumableLoader)
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_environments_continue_their_episodes_from_a_saved_state(vectorization: str) -> None:
+    def made() -> GymData:
+        data = GymData(env_id="CartPole-v1", num_envs=3, vectorization=vectorization)
+        data.setup("fit")
+        return data
+
+    actions = np.random.default_rng(0).integers(0, 2, size=(60, 3))
+    original = made()
+    original.train_envs.reset()
+    for action in actions[:25]:  # some episodes end and restart on the way
+        last_obs = original.train_envs.step(action)[0]
+    state = original.state_dict()
+    expected = [original.train_envs.step(action)[:2] for action in actions[25:]]
+    original.teardown("fit")
+
+    restored = made()
+    restored.load_state_dict(state)
+    obs, _ = restored.train_envs.reset()  # hands back where the saved episodes were
+    assert np.array_equal(obs, last_obs)
+    for action, (want_obs, want_reward) in zip(actions[25:], expected, strict=True):
+        got_obs, got_reward = restored.train_envs.step(action)[:2]
+        assert np.array_equal(got_obs, want_obs) and np.array_equal(got_reward, want_reward)
+    restored.teardown("fit")
