@@ -4,6 +4,7 @@ is replaced in one rename, so a kill never leaves half a file."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,8 @@ class LatestCheckpoint(ModelCheckpoint):
 
     def _stop(self, trainer: L.Trainer, signum: int) -> None:
         if trainer.is_global_zero:
-            name = "SIGTERM" if signum == 15 else "SIGINT" if signum == 2 else f"signal {signum}"
             print(
-                f"litzoo: {name} received: the fit stopped at epoch {trainer.current_epoch}, "
+                f"litzoo: {signal.Signals(signum).name} received: the fit stopped at epoch {trainer.current_epoch}, "
                 f"step {trainer.global_step}, with its state saved in {self.path}. Resume it "
                 f"with --ckpt_path last (or --ckpt_path {self.path}).",
                 file=sys.stderr,

@@ -39,7 +39,7 @@ class SignalTrap:
         """Take over the signals (from the main thread only, as Python requires); idempotent."""
         if self._previous or threading.current_thread() is not threading.main_thread():
             return
-        self._trainer = trainer
+        self.received, self._trainer = None, trainer
         self._previous = {signum: signal.signal(signum, self._record) for signum in SIGNALS}
 
     def restore(self) -> None:

@@ -17,8 +17,8 @@ from datamodules.seeding import derive_seed, run_seed
 class ExactResume(L.Callback):
     """Makes a fit resumed from a checkpoint draw and see what the uninterrupted fit did.
 
-    - Before every training batch, the global generators (torch on every device, NumPy,
-      Python's ``random``) are reseeded from (run seed, epoch, batch of the epoch, rank), so
+    - Before every training batch, the global generators (torch's on the CPU and on the rank's
+      device, NumPy's, Python's ``random``) are reseeded from (run seed, epoch, batch of the epoch, rank), so
       dropout, PPO's action sampling and anything else drawn from them in a training step
       depends only on the step's place in the fit, not on what ran before it.
     - The run seed goes into the checkpoint, and a resumed fit takes it back through
