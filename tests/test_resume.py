@@ -6,7 +6,10 @@ draws at random: shuffling, dropout, augmentation, environments."""
 from __future__ import annotations
 
 import csv
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,26 +107,54 @@ def assert_same_end(reference: Path, resumed: Path) -> None:
     assert resumed_rows == rows[-len(resumed_rows) :]
 
 
+class ReferenceRuns:
+    """Each family's fit run without interruption, started in the background when a test first
+    asks for it, so that it runs beside that test's own fits (the suite's machine has 2 cores),
+    and shared by the tests of this module."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.started: dict[str, tuple[Path, subprocess.Popen]] = {}
+
+    def start(self, family: str) -> None:
+        if family in self.started:
+            return
+        model, args, _ = CASES[family]
+        cwd = self.tmp_path_factory.mktemp(f"reference-{family}")
+        with open(cwd / "stderr.txt", "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, str(REPO / "cli.py"), "fit", f"--model={model}", *args, *QUIET],
+                cwd=cwd,
+                env={**os.environ, **TESTS_ON_PATH},
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        self.started[family] = (cwd, process)
+
+    def run_dir(self, family: str) -> Path:
+        """The finished reference run's directory."""
+        self.start(family)
+        cwd, process = self.started[family]
+        assert process.wait(timeout=300) == 0, (cwd / "stderr.txt").read_text()[-3000:]
+        return cwd / "runs" / CASES[family][0] / "version_0"
+
+    def stop(self) -> None:
+        for _, process in self.started.values():
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory: pytest.TempPathFactory):
-    """The run directory of a family's fit run without interruption (made once per module)."""
-    runs: dict[str, Path] = {}
-
-    def run(family: str) -> Path:
-        if family not in runs:
-            model, args, _ = CASES[family]
-            cwd = tmp_path_factory.mktemp(f"reference-{family}")
-            done = fit(cwd, model, *args)
-            assert done.returncode == 0, done.stderr[-3000:]
-            runs[family] = cwd / "runs" / model / "version_0"
-        return runs[family]
-
-    return run
+def references(tmp_path_factory: pytest.TempPathFactory):
+    runs = ReferenceRuns(tmp_path_factory)
+    yield runs
+    runs.stop()
 
 
 @pytest.mark.parametrize("family", CASES)
-def test_sigkilled_fit_resumes_exactly(tmp_path: Path, family: str, reference_run) -> None:
+def test_sigkilled_fit_resumes_exactly(tmp_path: Path, family: str, references) -> None:
     model, args, kill_at = CASES[family]
+    references.start(family)
     killed = fit(
         tmp_path, model, *args, "--trainer.callbacks+=fault_injection.SignalAt",
         f"--trainer.callbacks.at_batch={kill_at}",
@@ -135,7 +166,7 @@ def test_sigkilled_fit_resumes_exactly(tmp_path: Path, family: str, reference_ru
     assert saved["global_step"] > 0  # the kill came after a checkpoint
     resumed = fit(tmp_path, model, *args, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_end(reference_run(family), tmp_path / "runs" / model / "version_1")
+    assert_same_end(references.run_dir(family), tmp_path / "runs" / model / "version_1")
 
 
 @pytest.mark.parametrize(
@@ -149,9 +180,10 @@ def test_sigkilled_fit_resumes_exactly(tmp_path: Path, family: str, reference_ru
     ],
 )
 def test_signal_saves_the_state_says_where_and_exits_non_zero(
-    tmp_path: Path, reference_run, signal_name: str, during: str, status: int, stopped_at_step: int
+    tmp_path: Path, references, signal_name: str, during: str, status: int, stopped_at_step: int
 ) -> None:
     model, args, _ = CASES["linear"]
+    references.start("linear")
     stopped = fit(
         tmp_path, model, *args, "--trainer.callbacks+=fault_injection.SignalAt",
         "--trainer.callbacks.at_batch=13", f"--trainer.callbacks.signal_name={signal_name}",
@@ -166,7 +198,7 @@ def test_signal_saves_the_state_says_where_and_exits_non_zero(
 
     resumed = fit(tmp_path, model, *args, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_end(reference_run("linear"), tmp_path / "runs" / model / "version_1")
+    assert_same_end(references.run_dir("linear"), tmp_path / "runs" / model / "version_1")
 
 
 def test_epoch_shuffle_is_a_one_replica_distributed_sampler() -> None:
