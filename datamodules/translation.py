@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import re
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from datamodules.download import DataError, RemoteFile, fetch
-from datamodules.in_memory import keep_batch
+from datamodules.in_memory import EpochShuffle, ResumableLoader, TensorIndexBatches, keep_batch
+from datamodules.seeding import run_seed
 from datamodules.text import Vocab
 from registry import register_datamodule
 
@@ -160,12 +161,13 @@ class TranslationPairs(Dataset):
         return TranslationBatch(src, src_len, tgt, index, self.decode.index_select(0, index))
 
 
-class BucketBatches(BatchSampler):
+class BucketBatches(TensorIndexBatches):
     """Batches of pairs of the same length, so almost no compute goes to padding (as fairseq
     batches): the sampler's order (shuffled for training; a DistributedSampler's shard under
     DDP) is sorted by length, stably, so pairs of equal length stay in random order, and cut
     into batches, which are then yielded in an order drawn from the sampler's own order. No
-    other random state is involved: the batches are exactly as reproducible as the sampler."""
+    other random state is involved: the batches are exactly as reproducible as the sampler,
+    and a fit resumes mid-epoch exactly (TensorIndexBatches)."""
 
     def __init__(
         self, sampler: Any, batch_size: int, drop_last: bool, lengths: torch.Tensor
@@ -177,15 +179,11 @@ class BucketBatches(BatchSampler):
         super().__init__(sampler, batch_size, drop_last)
         self.lengths = lengths
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        order = torch.as_tensor(list(self.sampler), dtype=torch.long)
-        batches = order[self.lengths[order].argsort(stable=True)].split(self.batch_size)
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches = batches[:-1]
+    def epoch_batches(self, order: torch.Tensor) -> list[torch.Tensor]:
+        batches = super().epoch_batches(order[self.lengths[order].argsort(stable=True)])
         # argsort of distinct values in random order is a random permutation (and the identity
         # for a sequential sampler, so evaluation runs from the shortest batch to the longest)
-        for i in order[: len(batches)].argsort().tolist():
-            yield batches[i]
+        return [batches[i] for i in order[: len(batches)].argsort().tolist()]
 
 
 @register_datamodule(
@@ -396,14 +394,12 @@ class FraEngData(L.LightningDataModule):
                     "set --data.test_fraction to hold out test pairs"
                 )
         data = self.splits[split]
-        if shuffle:
-            sampler: Any = RandomSampler(data, generator=torch.Generator().manual_seed(self.seed))
-        else:
-            sampler = SequentialSampler(data)
+        sampler = EpochShuffle(data, run_seed()) if shuffle else SequentialSampler(data)
         # by source length, then target length
         lengths = data.src_len * (data.tgt.shape[1] + 1) + data.tgt_len
         batches = BucketBatches(sampler, self.batch_size, drop_last=False, lengths=lengths)
-        return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
+        loader = ResumableLoader if shuffle else DataLoader
+        return loader(data, batch_sampler=batches, collate_fn=keep_batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
