@@ -1,7 +1,8 @@
 """Exact resume: a fit killed with SIGKILL after its first checkpoint and resumed with
 `--ckpt_path last` ends with the same weights, optimizer state and logged metrics, bit for bit,
 as the same command run without interruption. One model of each family, each with what it
-draws at random: shuffling, dropout, augmentation, environments."""
+draws at random: shuffling (length-bucketed for translation), dropout, augmentation,
+environments."""
 
 from __future__ import annotations
 
@@ -69,6 +70,14 @@ CASES = {
          "--data.eval_episodes=2", "--trainer.max_epochs=3",
          "--last_checkpoint.every_n_train_steps=12", "--trainer.log_every_n_steps=3"),
         7,  # epoch 1, after the step-24 checkpoint (4 optimizer steps a rollout)
+    ),
+    "translation": (
+        "transformer",
+        ("--data.max_pairs=600", "--data.batch_size=32", "--data.val_bleu_size=16",
+         "--data.num_steps=10", "--model.num_hiddens=16", "--model.ffn_num_hiddens=32",
+         "--model.num_heads=2", "--model.num_blks=1", "--trainer.max_epochs=2",
+         "--last_checkpoint.every_n_train_steps=7", "--trainer.log_every_n_steps=4"),
+        11,  # mid-epoch 0, after the step-7 checkpoint (18 length-bucketed batches an epoch)
     ),
 }  # fmt: skip
 
