@@ -19,6 +19,7 @@ import torch
 from conftest import REPO, run_cli
 from torch.utils.data import DistributedSampler
 
+from callbacks.interrupts import SignalTrap
 from datamodules.gym import GymData
 from datamodules.images import DigitsData
 from datamodules.in_memory import EpochShuffle, ResumableLoader, TensorIndexBatches
@@ -279,3 +280,16 @@ def test_environments_continue_their_episodes_from_a_saved_state(vectorization: 
         got_obs, got_reward = restored.train_envs.step(action)[:2]
         assert np.array_equal(got_obs, want_obs) and np.array_equal(got_reward, want_reward)
     restored.teardown("fit")
+
+
+def test_a_second_ctrl_c_interrupts_at_once() -> None:
+    trap = SignalTrap()
+    trap.install(trainer=None)  # only SIGTERM is forwarded to a launcher's processes
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert trap.received == signal.SIGINT  # recorded, the fit goes on to the batch's end
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        trap.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
