@@ -265,6 +265,7 @@ class FraEngData(L.LightningDataModule):
         self.sentences_file = sentences_file
         self._corpus: dict[str, list[tuple[str, str]]] = {}
         self._vocabs: tuple[Vocab, Vocab] | None = None
+        self._translations: dict[str, dict[str, list[str]]] = {}  # split -> English -> French
         self.splits: dict[str, TranslationPairs] = {}
         self.predict_sources: list[str] = []
 
@@ -323,10 +324,22 @@ class FraEngData(L.LightningDataModule):
                 tokens.append(self.vocabs[1].tokens[i])
         return detokenize(tokens)
 
-    def references(self, split: str, index: torch.Tensor) -> list[str]:
-        """The corpus's own French sentences for rows `index` of `split`, untouched."""
+    def references(self, split: str, index: torch.Tensor) -> list[list[str]]:
+        """For each row of `split` in `index`, the corpus's French translations of its English
+        sentence, untouched: the row's own first, then the others (Tatoeba often has several,
+        e.g. with "tu" and with "vous"; the split keeps them together)."""
         pairs = self.corpus[split]
-        return [pairs[i].french for i in index.tolist()]
+        if split not in self._translations:
+            translations: dict[str, list[str]] = {}
+            for pair in pairs:
+                translations.setdefault(" ".join(pair.english_tokens), []).append(pair.french)
+            self._translations[split] = translations
+        rows = [pairs[i] for i in index.tolist()]
+        return [
+            [row.french, *(f for f in self._translations[split][" ".join(row.english_tokens)]
+                           if f != row.french)]
+            for row in rows
+        ]  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:

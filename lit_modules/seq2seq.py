@@ -55,8 +55,11 @@ class CorpusBLEU(Metric):
         self.add_state("totals", torch.zeros(orders, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("lengths", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, hypotheses: list[str], references: list[str]) -> None:
-        score = self.bleu.corpus_score(hypotheses, [references])
+    def update(self, hypotheses: list[str], references: list[list[str]]) -> None:
+        """`references[i]`: one or more reference translations of hypothesis i."""
+        most = max(len(refs) for refs in references)
+        streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
+        score = self.bleu.corpus_score(hypotheses, streams)
         self.counts += torch.tensor(score.counts, dtype=torch.float64, device=self.device)
         self.totals += torch.tensor(score.totals, dtype=torch.float64, device=self.device)
         self.lengths += torch.tensor(
@@ -127,8 +130,10 @@ class Seq2SeqModule(ZooModule):
     a whole target prefix at once, or one step at a time); this base projects features onto the
     target vocabulary and does the rest.
 
-    Batches are the `fra_eng` datamodule's `TranslationBatch`; BLEU needs that datamodule's
-    `decode_target` and `references`, and reads the beam settings for `test` and `predict` from
+    Batches are the `fra_eng` datamodule's `TranslationBatch`. BLEU is logged twice: `bleu`
+    against every reference translation of a sentence, `bleu_1ref` against the pair's own. It
+    needs that datamodule's `decode_target` and `references`, and reads the beam settings for
+    `test` and `predict` from
     it (`--data.beam_size`, `--data.length_penalty`), because a checkpoint's hyperparameters
     would override `--model.*` settings there."""
 
@@ -171,7 +176,7 @@ class Seq2SeqModule(ZooModule):
                     "label_smoothing needs the full softmax: set adaptive_softmax_cutoffs to null"
                 )
             self.output = adaptive_softmax(num_hiddens, tgt_vocab_size, adaptive_softmax_cutoffs)
-        self.set_evaluation_metrics(loss=mean_metric(), bleu=CorpusBLEU())
+        self.set_evaluation_metrics(loss=mean_metric(), bleu=CorpusBLEU(), bleu_1ref=CorpusBLEU())
         # (src, src_len, tgt_in) of two short sentences, for Lightning's summary and tests
         words = torch.arange(4, 14).view(2, 5)
         self.example_input_array = (
@@ -254,9 +259,10 @@ class Seq2SeqModule(ZooModule):
         rows = batch.decode.nonzero().squeeze(1)
         beam = (1, 1.0) if stage == "val" else (data.beam_size, data.length_penalty)
         ids = self.translate(batch.src[rows], batch.src_len[rows], *beam)
-        metrics["bleu"].update(
-            [data.decode_target(row) for row in ids], data.references(stage, batch.index[rows])
-        )
+        translations = [data.decode_target(row) for row in ids]
+        references = data.references(stage, batch.index[rows])
+        metrics["bleu"].update(translations, references)
+        metrics["bleu_1ref"].update(translations, [r[:1] for r in references])
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")

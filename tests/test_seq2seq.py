@@ -213,7 +213,7 @@ def test_beam_size_below_one_is_refused() -> None:
 def test_bleu_of_the_references_against_themselves_is_100() -> None:
     references = ["Je suis là.", "Qui\u202f?", "Il fait froid ce matin, n'est-ce pas\u202f?"]
     metric = CorpusBLEU()
-    metric.update([r.lower() for r in references], references)
+    metric.update([r.lower() for r in references], [[r] for r in references])
     assert metric.compute().item() == pytest.approx(100.0)
 
 
@@ -226,11 +226,34 @@ def test_bleu_summed_over_batches_is_the_corpus_bleu() -> None:
     ]
     references = ["Je suis ici.", "Il fait froid.", "Qui est-ce\u202f?", "Nous partons demain."]
     metric = CorpusBLEU()
-    metric.update(hypotheses[:2], references[:2])
-    metric.update(hypotheses[2:], references[2:])
+    metric.update(hypotheses[:2], [[r] for r in references[:2]])
+    metric.update(hypotheses[2:], [[r] for r in references[2:]])
     whole = sacrebleu.corpus_bleu(hypotheses, [references], lowercase=True).score
     assert metric.compute().item() == pytest.approx(whole)
     assert 0 < whole < 100
+    # a second reference for some sentences: sacreBLEU's multi-reference BLEU, rising
+    others = [["Je suis là."], [], ["Qui est-ce ?", "C'est qui ?"], []]
+    multi = CorpusBLEU()
+    multi.update(hypotheses, [[r, *o] for r, o in zip(references, others, strict=True)])
+    streams = [references, ["Je suis là.", None, "Qui est-ce ?", None],
+               [None, None, "C'est qui ?", None]]  # fmt: skip
+    expected = sacrebleu.corpus_bleu(hypotheses, streams, lowercase=True).score
+    assert multi.compute().item() == pytest.approx(expected) and expected > whole
+
+
+def test_references_are_every_translation_of_the_english_sentence(corpus: FraEngData) -> None:
+    pairs = corpus.corpus["test"]
+    by_english: dict[str, set[str]] = {}
+    for pair in pairs:  # the sentence as the model reads it: "Go." and "Go!" differ
+        by_english.setdefault(" ".join(pair.english_tokens), set()).add(pair.french)
+    rows = torch.arange(len(pairs))
+    references = corpus.references("test", rows)
+    assert all(refs[0] == pair.french for refs, pair in zip(references, pairs, strict=True))
+    assert all(
+        set(refs) == by_english[" ".join(p.english_tokens)]
+        for refs, p in zip(references, pairs, strict=True)
+    )
+    assert max(len(refs) for refs in references) > 1
 
 
 def gru_layer(inputs: int, hiddens: int) -> int:
