@@ -147,19 +147,24 @@ class InMemoryDataModule(L.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__} has no {split!r} split; call setup() first")
         data = self.splits[split]
         if not shuffle:
-            batches = TensorIndexBatches(SequentialSampler(data), self.batch_size, drop_last=False)
+            batches = self.batch_sampler(data, SequentialSampler(data))
             return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
-        batches = TensorIndexBatches(
-            EpochShuffle(data, run_seed()), self.batch_size, drop_last=False
-        )
+        batches = self.batch_sampler(data, EpochShuffle(data, run_seed()))
         return ResumableLoader(data, batch_sampler=batches, collate_fn=keep_batch)
+
+    def batch_sampler(self, data: Dataset, sampler: Any) -> TensorIndexBatches:
+        """How a split's `sampler` order is cut into batches; subclasses may group them
+        differently (by length, say) with another TensorIndexBatches."""
+        return TensorIndexBatches(sampler, self.batch_size, drop_last=False)
 
     def transfer_batch_to_device(
         self, batch: tuple[torch.Tensor, ...], device: torch.device, dataloader_idx: int
     ) -> tuple[torch.Tensor, ...]:
-        """Batches are flat tuples of tensors: move them directly instead of through
-        Lightning's generic collection walk, which costs more than a small model's step."""
-        return tuple(t.to(device, non_blocking=True) for t in batch)
+        """Batches (and models' example inputs) are flat tuples of tensors, named or not: moved
+        directly, keeping their type, instead of through Lightning's generic collection walk,
+        which costs more than a small model's step."""
+        moved = [t.to(device, non_blocking=True) for t in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

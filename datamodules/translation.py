@@ -10,13 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.download import DataError, RemoteFile, fetch
-from datamodules.in_memory import EpochShuffle, ResumableLoader, TensorIndexBatches, keep_batch
-from datamodules.seeding import run_seed
+from datamodules.in_memory import InMemoryDataModule, TensorIndexBatches
 from datamodules.text import Vocab
 from registry import register_datamodule
 
@@ -190,7 +188,7 @@ class BucketBatches(TensorIndexBatches):
     "fra_eng",
     test_kwargs={"max_pairs": 600, "batch_size": 32, "val_bleu_size": 16, "num_steps": 10},
 )
-class FraEngData(L.LightningDataModule):
+class FraEngData(InMemoryDataModule):
     """English-French sentence pairs (Tatoeba, as d2l ships them), translation batches.
 
     The whole corpus (167,130 pairs) is split by English sentence, fixed by `seed`; the
@@ -233,9 +231,12 @@ class FraEngData(L.LightningDataModule):
             sentences: predict: English sentences to translate.
             sentences_file: predict: a UTF-8 text file of English sentences, one per line.
         """
-        super().__init__()
-        for name, value in {"batch_size": batch_size, "num_steps": num_steps, "min_freq": min_freq,
-                            "beam_size": beam_size}.items():  # fmt: skip
+        super().__init__(batch_size=batch_size, seed=seed)
+        for name, value in {
+            "num_steps": num_steps,
+            "min_freq": min_freq,
+            "beam_size": beam_size,
+        }.items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if max_pairs is not None and max_pairs < 2:
@@ -251,22 +252,19 @@ class FraEngData(L.LightningDataModule):
             raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
         if sentences is not None and sentences_file is not None:
             raise ValueError("give --data.sentences or --data.sentences_file, not both")
-        self.batch_size = batch_size
         self.num_steps = num_steps
         self.min_freq = min_freq
         self.max_pairs = max_pairs
         self.fractions = (val_fraction, test_fraction)
         self.shuffle_split = shuffle_split
-        self.seed = seed
         self.val_bleu_size = val_bleu_size
         self.beam_size = beam_size
         self.length_penalty = length_penalty
         self.sentences = sentences
         self.sentences_file = sentences_file
-        self._corpus: dict[str, list[tuple[str, str]]] = {}
+        self._corpus: dict[str, list[Pair]] = {}
         self._vocabs: tuple[Vocab, Vocab] | None = None
         self._translations: dict[str, dict[str, list[str]]] = {}  # split -> English -> French
-        self.splits: dict[str, TranslationPairs] = {}
         self.predict_sources: list[str] = []
 
     def prepare_data(self) -> None:
@@ -399,42 +397,18 @@ class FraEngData(L.LightningDataModule):
         return tokens
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if split not in self.splits:
-            self.setup()
-            if split not in self.splits:
-                raise DataError(
-                    f"there is no {split} split: test_fraction is 0 (d2l's tiny setting); "
-                    "set --data.test_fraction to hold out test pairs"
-                )
-        data = self.splits[split]
-        sampler = EpochShuffle(data, run_seed()) if shuffle else SequentialSampler(data)
-        # by source length, then target length
+        self.setup()
+        if split == "test" and split not in self.splits:
+            raise DataError(
+                "there is no test split: test_fraction is 0 (d2l's tiny setting); "
+                "set --data.test_fraction to hold out test pairs"
+            )
+        return super()._loader(split, shuffle)
+
+    def batch_sampler(self, data: Dataset, sampler: Any) -> TensorIndexBatches:
+        """Batches of pairs of equal source, then target length."""
         lengths = data.src_len * (data.tgt.shape[1] + 1) + data.tgt_len
-        batches = BucketBatches(sampler, self.batch_size, drop_last=False, lengths=lengths)
-        loader = ResumableLoader if shuffle else DataLoader
-        return loader(data, batch_sampler=batches, collate_fn=keep_batch)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        data = self.splits["predict"]
-        batches = BatchSampler(SequentialSampler(data), self.batch_size, drop_last=False)
-        return DataLoader(data, batch_sampler=batches, collate_fn=keep_batch)
-
-    def transfer_batch_to_device(
-        self, batch: tuple[torch.Tensor, ...], device: torch.device, dataloader_idx: int
-    ) -> tuple[torch.Tensor, ...]:
-        """Batches (and the model's example input) are flat tuples of tensors: moved directly,
-        keeping their type, instead of through Lightning's generic collection walk."""
-        moved = [t.to(device, non_blocking=True) for t in batch]
-        return TranslationBatch(*moved) if isinstance(batch, TranslationBatch) else tuple(moved)
+        return BucketBatches(sampler, self.batch_size, drop_last=False, lengths=lengths)
 
     def state_dict(self) -> dict[str, Any]:
         """The vocabularies go into every checkpoint, so a later run can check that its data
