@@ -35,6 +35,8 @@ from registry import count_parameters  # noqa: E402
 
 WORK = Path("runs") / "bench_translation"
 RESULTS = WORK / "results.json"
+# Added to every command line; main() appends --cli_args (e.g. a small --data.max_pairs to check
+# the script quickly).
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 SAMPLES = 5
 
@@ -261,6 +263,9 @@ Sample translations of test sentences:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--cli_args", nargs="*", default=[], help="more cli.py arguments for every run"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     train_parser = sub.add_parser("train", help="train, test and record models")
     train_parser.add_argument(
@@ -275,6 +280,7 @@ def main() -> None:
     report_parser = sub.add_parser("report", help="rewrite the section from saved results")
     report_parser.add_argument("--minutes", type=float, default=60)
     args = parser.parse_args()
+    QUIET.extend(args.cli_args)
 
     if args.command == "overhead":
         overhead(args.steps, args.repeats)
