@@ -35,7 +35,7 @@ from registry import count_parameters  # noqa: E402
 
 WORK = Path("runs") / "bench_translation"
 RESULTS = WORK / "results.json"
-# Added to every command line; main() appends --cli_args (e.g. a small --data.max_pairs to check
+# Added to every command line; main() appends --cli_arg (e.g. a small --data.max_pairs to check
 # the script quickly).
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 SAMPLES = 5
@@ -264,8 +264,9 @@ Sample translations of test sentences:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--cli_args", nargs="*", default=[], help="more cli.py arguments for every run"
-    )
+        "--cli_arg", action="append", default=[],
+        help="one more cli.py argument for every run (repeatable), e.g. --cli_arg=--data.max_pairs=4000",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     train_parser = sub.add_parser("train", help="train, test and record models")
     train_parser.add_argument(
@@ -280,7 +281,7 @@ def main() -> None:
     report_parser = sub.add_parser("report", help="rewrite the section from saved results")
     report_parser.add_argument("--minutes", type=float, default=60)
     args = parser.parse_args()
-    QUIET.extend(args.cli_args)
+    QUIET.extend(args.cli_arg)
 
     if args.command == "overhead":
         overhead(args.steps, args.repeats)
