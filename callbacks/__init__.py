@@ -1,21 +1,32 @@
 """Lightning callbacks of litzoo's own."""
 
 from callbacks.attention_maps import AttentionMaps
-from callbacks.checkpoints import AtomicCheckpointIO, LatestCheckpoint
+from callbacks.checkpoints import (
+    AtomicCheckpointIO,
+    LatestCheckpoint,
+    newest_checkpoint,
+    read_checkpoint_record,
+)
+from callbacks.defaults import default_callbacks
 from callbacks.episode_gif import EpisodeGif
 from callbacks.generated_text import GeneratedTextWriter
-from callbacks.learning_curve import LearningCurvePlot, plot_metrics_csv
-from callbacks.predictions import ClassPredictionWriter
+from callbacks.learning_curve import LearningCurvePlot, plot_learning_curve
+from callbacks.predictions import PredictionWriter
+from callbacks.progress import MetricsProgressBar
 from callbacks.translations import TranslationWriter
 
 __all__ = [
     "AtomicCheckpointIO",
     "AttentionMaps",
-    "ClassPredictionWriter",
     "EpisodeGif",
     "GeneratedTextWriter",
     "LatestCheckpoint",
     "LearningCurvePlot",
+    "MetricsProgressBar",
+    "PredictionWriter",
     "TranslationWriter",
-    "plot_metrics_csv",
+    "default_callbacks",
+    "newest_checkpoint",
+    "plot_learning_curve",
+    "read_checkpoint_record",
 ]

@@ -13,6 +13,8 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from registry import ConfigurationError
+
 
 class LatestCheckpoint(ModelCheckpoint):
     """Writes ``last.ckpt`` after every training epoch, whatever the monitored metric did.
@@ -64,3 +66,33 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_checkpoint_record(path: Path) -> dict[str, dict[str, Any]]:
+    """A checkpoint's model and datamodule hyperparameters (with LightningCLI's
+    `_class_path`), memory-mapped so its weights are not read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise ConfigurationError(f"{path} is not a readable Lightning checkpoint: {err}") from err
+    return {k: checkpoint.get(k) or {} for k in ("hyper_parameters", "datamodule_hyper_parameters")}
+
+
+def newest_checkpoint(run_dirs: Path, which: str, data: str | None = None) -> Path | None:
+    """The newest ``<which>.ckpt`` (last or best) of the runs under `run_dirs`
+    (``runs/<model>``), among those trained on the datamodule class `data` if given."""
+    found = sorted(
+        [
+            *run_dirs.glob(f"version_*/checkpoints/{which}.ckpt"),
+            *run_dirs.glob(f"checkpoints/{which}.ckpt"),
+        ],
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for path in found:
+        if data in (
+            None,
+            read_checkpoint_record(path)["datamodule_hyper_parameters"].get("_class_path"),
+        ):
+            return path
+    return None

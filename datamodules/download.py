@@ -22,12 +22,14 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from registry import ConfigurationError
+
 DATA_ENV = "LITZOO_DATA"
 MIRROR_ENV = "LITZOO_MIRROR"
 CHUNK = 1 << 20
 
 
-class DataError(RuntimeError):
+class DataError(ConfigurationError):
     """A dataset file is missing, corrupt or cannot be fetched; the message says what to do."""
 
 

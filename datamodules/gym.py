@@ -70,7 +70,9 @@ class EpisodeLoader:
 
 
 @register_datamodule(
-    "gym", test_kwargs={"env_id": "CartPole-v1", "num_envs": 2, "eval_episodes": 2}
+    "gym",
+    kind="environments",
+    test_kwargs={"env_id": "CartPole-v1", "num_envs": 2, "eval_episodes": 2},
 )
 class GymData(L.LightningDataModule):
     """Seeded gymnasium vector environments: rollouts to train on, episodes to evaluate.

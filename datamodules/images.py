@@ -208,7 +208,9 @@ def _idx_files(dataset: str, base_url: str, sha256: dict[str, str]) -> tuple[Rem
     return tuple(RemoteFile(dataset, name, base_url + name, sha256[name]) for name in names)
 
 
-@register_datamodule("fashion_mnist", test_kwargs={"batch_size": 32, "val_size": 256})
+@register_datamodule(
+    "fashion_mnist", kind="images", test_kwargs={"batch_size": 32, "val_size": 256}
+)
 class FashionMNISTData(IDXImageData):
     """Fashion-MNIST (Zalando): 60k/10k 28x28 grey images of 10 clothing classes."""
 
@@ -236,7 +238,7 @@ class FashionMNISTData(IDXImageData):
     )
 
 
-@register_datamodule("mnist", test_kwargs={"batch_size": 32, "val_size": 256})
+@register_datamodule("mnist", kind="images", test_kwargs={"batch_size": 32, "val_size": 256})
 class MNISTData(IDXImageData):
     """MNIST handwritten digits (LeCun, Cortes & Burges): 60k/10k 28x28 grey images."""
 
@@ -253,7 +255,7 @@ class MNISTData(IDXImageData):
     )
 
 
-@register_datamodule("digits", test_kwargs={"batch_size": 32})
+@register_datamodule("digits", kind="images", test_kwargs={"batch_size": 32})
 class DigitsData(ImageClassificationData):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images): embedded, no download.
     A fixed-seed test split is held out first, then val is carved from the rest."""

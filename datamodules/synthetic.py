@@ -8,7 +8,9 @@ from datamodules.in_memory import InMemoryDataModule, TensorBatches
 from registry import register_datamodule
 
 
-@register_datamodule("synthetic_regression", test_kwargs={"num_train": 64, "num_val": 64})
+@register_datamodule(
+    "synthetic_regression", kind="tabular", test_kwargs={"num_train": 64, "num_val": 64}
+)
 class SyntheticRegressionData(InMemoryDataModule):
     """Gaussian features, a known linear map and Gaussian noise; embedded, no download."""
 

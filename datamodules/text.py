@@ -93,7 +93,9 @@ def _first(items: list[Any]) -> Any:
 
 
 @register_datamodule(
-    "time_machine", test_kwargs={"batch_size": 128, "num_steps": 8, "max_tokens": 6000}
+    "time_machine",
+    kind="token_windows",
+    test_kwargs={"batch_size": 128, "num_steps": 8, "max_tokens": 6000},
 )
 class TimeMachineData(InMemoryDataModule):
     """H. G. Wells' The Time Machine as next-token windows (d2l 9.2-9.3), split by position.

@@ -16,6 +16,7 @@ from lit_modules.base import (
     check_positive,
     mean_metric,
 )
+from lit_modules.optimization import OptimizerFactory
 from registry import register_model
 
 
@@ -80,7 +81,7 @@ class SoftmaxRegression(ClassifierModule):
         num_inputs: int = 784,
         num_classes: int = 10,
         lr: float = 0.1,
-        momentum: float = 0.9,
+        optimizer: OptimizerFactory = lambda params, lr: torch.optim.SGD(params, lr, momentum=0.9),
         **kwargs: Any,
     ) -> None:
         """
@@ -88,9 +89,9 @@ class SoftmaxRegression(ClassifierModule):
             num_inputs: flattened input size (the CLI takes it from the data).
             num_classes: number of classes (the CLI takes it from the data).
             lr: learning rate.
-            momentum: SGD momentum.
+            optimizer: SGD with momentum 0.9.
         """
-        super().__init__(num_classes=num_classes, lr=lr, momentum=momentum, **kwargs)
+        super().__init__(num_classes=num_classes, lr=lr, optimizer=optimizer, **kwargs)
         check_positive(num_inputs=num_inputs)
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(num_inputs, num_classes))
         nn.init.normal_(self.net[1].weight, std=0.01)

@@ -17,7 +17,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from callbacks import EpisodeGif
-from lit_modules.base import HyperparameterError, ZooModule, check_non_negative, check_positive
+from lit_modules.base import HyperparameterError, ZooBase, check_non_negative, check_positive
+from lit_modules.optimization import OptimizerFactory, build_optimizer, check_optimizer_settings
 from registry import register_model
 
 Batch = dict[str, torch.Tensor]
@@ -107,7 +108,7 @@ class TanhMLPs(nn.Module):
     },
     test_data_kwargs={"env_id": "CartPole-v1"},
 )
-class PPO(ZooModule):
+class PPO(ZooBase):
     """Proximal Policy Optimization: GAE, clipped or adaptive-KL objective, value baseline.
 
     Categorical policy for discrete actions, Gaussian with a state-independent log-std for
@@ -142,6 +143,9 @@ class PPO(ZooModule):
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
         lr: float = 2.5e-4,
+        optimizer: OptimizerFactory = lambda params, lr: torch.optim.Adam(
+            params, lr, eps=1e-5, fused=True
+        ),
         anneal_lr: bool = True,
         anneal_clip: bool = False,
     ) -> None:
@@ -172,13 +176,17 @@ class PPO(ZooModule):
             entropy_coef: weight of the entropy bonus.
             max_grad_norm: global gradient-norm clip.
             target_kl: stop a rollout's update epochs once an epoch's approx. KL exceeds this.
-            lr: Adam learning rate (eps 1e-5).
+            lr: learning rate.
+            optimizer: called with the parameters and lr; Adam with eps 1e-5 (fused) as the
+                PPO baselines.
             anneal_lr: decay the learning rate linearly to 0 over the fit's rollouts
                 (max_epochs x rollouts per epoch, fewer if max_steps ends the fit first).
             anneal_clip: decay clip_coef linearly to 0 the same way (rl-baselines3-zoo's
                 `clip_range: lin_0.2`).
         """
-        super().__init__(lr=lr, optimizer="adam")
+        super().__init__()
+        check_optimizer_settings(optimizer, lr)
+        self.optimizer_factory = optimizer
         hidden_sizes = [64, 64] if hidden_sizes is None else list(hidden_sizes)
         check_positive(
             obs_dim=obs_dim,
@@ -488,7 +496,7 @@ class PPO(ZooModule):
         self._unlogged_episodes = np.zeros(3)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5, fused=True)
+        optimizer = build_optimizer(self.optimizer_factory, self.parameters(), self.hparams.lr)
         self._horizon = self._rollout_horizon()
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda rollout: self._remaining(rollout) if self.hparams.anneal_lr else 1.0

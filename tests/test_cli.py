@@ -9,7 +9,9 @@ import torch
 from conftest import REPO, run_cli
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from cli import LitzooCLI, UsageError, plan_run
+from cli import LitzooCLI
+from configs import make_plan
+from registry import ConfigurationError
 
 FAST = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
 
@@ -27,7 +29,14 @@ def test_list_shows_models_and_the_plugin(tmp_path) -> None:
 def test_info_shows_entry_and_hyperparameters(tmp_path) -> None:
     result = run_cli("info", "mlp", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for text in ("fashion_mnist", "val/acc", "--model.hidden_sizes", "--model.lr", "0.1", "sgd"):
+    for text in (
+        "fashion_mnist",
+        "val/acc",
+        "--model.hidden_sizes",
+        "--model.lr",
+        "0.1",
+        "torch.optim.SGD",
+    ):
         assert text in result.stdout
 
 
@@ -41,7 +50,7 @@ def test_misspelt_model_exits_non_zero_and_suggests(tmp_path) -> None:
 def test_bad_hyperparameter_is_reported_by_name(tmp_path) -> None:
     result = run_cli("fit", "--model", "mlp", "--data", "digits", "--model.lr", "-1", cwd=tmp_path)
     assert result.returncode == 2
-    assert "lr must be > 0" in result.stderr and "Traceback" not in result.stderr
+    assert "lr must be a finite number > 0" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_fit_test_validate_predict_and_resume(tmp_path) -> None:
@@ -108,19 +117,20 @@ def test_checkpoint_of_another_model_is_refused(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "lit_modules.linear.MLP" in result.stderr and "Traceback" not in result.stderr
+    assert "litzoo_class_path" not in torch.load(ckpt, weights_only=True)  # one record:
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["_class_path"].endswith("MLP")
 
 
 def cli(*args: str) -> LitzooCLI:
     return LitzooCLI(list(args), run=False)
 
 
-def test_short_names_become_class_paths_and_data_defaults_to_the_entry() -> None:
-    plan = plan_run(["fit", "--model", "softmax_regression", "--model.lr", "0.5"])
-    assert "--model=lit_modules.linear.SoftmaxRegression" in plan.args
-    assert "--data=datamodules.images.FashionMNISTData" in plan.args
-    assert plan.args.index("--data=datamodules.images.FashionMNISTData") < plan.args.index(
-        "--model.lr"
-    )
+def test_short_names_and_data_defaulting_to_the_entry(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    built = cli("--model", "softmax_regression", "--model.lr", "0.5", "--data.val_size", "100")
+    assert type(built.model).__name__ == "SoftmaxRegression" and built.model.hparams.lr == 0.5
+    assert type(built.datamodule).__name__ == "FashionMNISTData"
+    assert built.datamodule.val_size == 100  # --data.* without --data sets the default's
 
 
 def test_data_dimensions_are_linked_into_the_model(tmp_path, monkeypatch) -> None:
@@ -167,8 +177,8 @@ def test_class_paths_keep_working(tmp_path, monkeypatch) -> None:
 
 def test_last_without_runs_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match=r"no last\.ckpt"):
-        plan_run(["fit", "--model", "mlp", "--ckpt_path", "last"])
+    with pytest.raises(ConfigurationError, match=r"no last\.ckpt"):
+        make_plan(["fit", "--model", "mlp", "--ckpt_path", "last"])
 
 
 def test_predict_writes_class_names_and_probabilities(tmp_path) -> None:
