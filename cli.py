@@ -89,7 +89,8 @@ def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
     value = _plain(value)
     if not isinstance(value, dict):
         return {prefix: value}
-    return {k: v for key, sub in value.items() for k, v in _leaves(sub, prefix + key + ".").items()}
+    nested = {f"{prefix}.{key}" if prefix else key: sub for key, sub in value.items()}
+    return {k: v for key, sub in nested.items() for k, v in _leaves(sub, key).items()}
 
 
 def _parser_message(text: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from datamodules.in_memory import InMemoryDataModule, TensorBatches
-from registry import register_datamodule
+from registry import ConfigurationError, register_datamodule
 
 
 @register_datamodule(
@@ -38,7 +38,7 @@ class SyntheticRegressionData(InMemoryDataModule):
         """
         super().__init__(batch_size=batch_size, seed=seed)
         if min(num_train, num_val, num_test) < 1:
-            raise ValueError("num_train, num_val and num_test must all be >= 1")
+            raise ConfigurationError("num_train, num_val and num_test must all be >= 1")
         self.w = torch.tensor(w, dtype=torch.float32)
         self.b = float(b)
         self.noise = noise
