@@ -45,7 +45,7 @@ def plot_learning_curve(history: History, out_png: Path) -> Path:
         for series, points in sorted(panels[name].items()):
             steps, ys = zip(*points, strict=True)
             values += [y for y in ys if math.isfinite(y)]
-            dots = series != "train" and len(points) < 200
+            dots = series.startswith("val") and len(points) < 200
             ax.plot(steps, ys, label=series, marker="o" if dots else "", markersize=3)
         if values and min(values) > 0 and max(values) / min(values) > 30:
             ax.set_yscale("log")
@@ -58,9 +58,10 @@ def plot_learning_curve(history: History, out_png: Path) -> Path:
             ax.legend(fontsize="small")
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("optimizer step")
-        ax.xaxis.set_tick_params(labelbottom=True)
+    for column in axes.T:  # step labels under the lowest panel of each column
+        shown = [ax for ax in column if ax.get_visible()]
+        shown[-1].set_xlabel("optimizer step")
+        shown[-1].xaxis.set_tick_params(labelbottom=True)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
