@@ -26,7 +26,7 @@ from typing import Any
 
 import jsonargparse._typehints as jsonargparse_typehints
 import lightning as L
-from jsonargparse import ArgumentParser, Namespace, lazy_instance
+from jsonargparse import Namespace, lazy_instance
 from jsonargparse.typing import NonNegativeInt
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -51,6 +51,7 @@ from registry import (
     linked_arguments,
     model_info,
     plugin_failures,
+    settings,
 )
 
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; it says nothing to users.
@@ -299,22 +300,6 @@ def _format_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _settings_table(cls: type, prefix: str) -> str:
-    """Every __init__ argument of `cls` as the option that sets it, its default and its help."""
-    parser = ArgumentParser()
-    parser.add_class_arguments(cls, prefix, fail_untyped=False)
-    defaults = parser.get_defaults()[prefix]
-    rows = [["option", "default", "meaning"]]
-    for action in parser._actions:  # argparse keeps the help texts only here
-        name = action.dest.removeprefix(f"{prefix}.")
-        if name in defaults:
-            default = _plain(defaults[name])
-            shown = default.get("class_path", default) if isinstance(default, dict) else default
-            help_text = (action.help or "").split("(type:")[0]
-            rows.append([f"--{prefix}.{name}", repr(shown), help_text])
-    return _format_table(rows)
-
-
 def list_command(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog=f"{command_name()} list", description="List registered models."
@@ -326,7 +311,7 @@ def list_command(argv: list[str]) -> None:
     opts = parser.parse_args(argv)
     if opts.configs:
         rows = [["recipe", "what it is"]] + [
-            [name, (RECIPES_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")]
+            [name, (RECIPES_DIR / f"{name}.yaml").read_text().split("\n")[0].lstrip("# ")]
             for name in recipes()
         ]
     elif opts.data:
@@ -364,7 +349,11 @@ def info_command(argv: list[str]) -> None:
         shown = f"{value:,}" if isinstance(value, int) else str(value)
         print(f"{key:>11}: " + "\n             ".join(textwrap.wrap(shown, 88) or [""]))
     print()
-    print(_settings_table(cls, prefix))
+    rows = [
+        ["option", "default", "meaning"],
+        *([f"--{prefix}.{k}", repr(v), h] for k, v, h in settings(cls)),
+    ]
+    print(_format_table(rows))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -190,6 +190,7 @@ class BucketBatches(BatchSampler):
 
 @register_datamodule(
     "fra_eng",
+    kind="translation_pairs",
     test_kwargs={"max_pairs": 600, "batch_size": 32, "val_bleu_size": 16, "num_steps": 10},
 )
 class FraEngData(L.LightningDataModule):

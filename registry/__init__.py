@@ -137,6 +137,25 @@ def linked_arguments(model: type) -> list[str]:
     return sorted(declared & set(parser.get_defaults().model.keys()))
 
 
+def settings(cls: type) -> list[tuple[str, Any, str]]:
+    """(argument, default, help) of every __init__ argument of `cls`, as the CLI reads them;
+    a class-valued default (an optimizer, say) is shown by its class path."""
+    from jsonargparse import ArgumentParser, Namespace
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(cls, "cls", fail_untyped=False)
+    defaults = parser.get_defaults().cls
+    found = []
+    for action in parser._actions:  # argparse keeps the help texts only here
+        name = action.dest.removeprefix("cls.")
+        if name in defaults:
+            default = defaults[name]
+            if isinstance(default, Namespace):
+                default = default.get("class_path", default.as_dict())
+            found.append((name, default, (action.help or "").split("(type:")[0].strip()))
+    return found
+
+
 def model_info(name: str, with_params: bool = False) -> dict[str, Any]:
     """The entry as a dict; `with_params` builds the model with its defaults to count its
     parameters (a model that cannot be built that way gets the reason instead of a count)."""
@@ -198,4 +217,5 @@ __all__ = [
     "plugin_failures",
     "register_datamodule",
     "register_model",
+    "settings",
 ]

@@ -36,10 +36,10 @@ def _trajectory(make_schedule, steps: int = 50) -> list[tuple[float, float]]:
 )
 def test_fit_length_schedules_match_torchs_over_the_fit(ours, torchs) -> None:
     """The recipes' onecycle and cosine schedules step exactly as before the migration."""
-    built = _trajectory(lambda o: build_lr_scheduler(ours, o, total_steps=50)["scheduler"])
+    built = _trajectory(lambda o: build_lr_scheduler(ours, o, total_steps=lambda: 50)["scheduler"])
     assert built == _trajectory(torchs)
     assert (
-        build_lr_scheduler(ours, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), 5)[
+        build_lr_scheduler(ours, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), lambda: 5)[
             "interval"
         ]
         == "step"
@@ -48,7 +48,9 @@ def test_fit_length_schedules_match_torchs_over_the_fit(ours, torchs) -> None:
 
 def test_other_torch_schedules_step_per_epoch() -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    config = build_lr_scheduler(lambda o: torch.optim.lr_scheduler.StepLR(o, 3), optimizer, 99)
+    config = build_lr_scheduler(
+        lambda o: torch.optim.lr_scheduler.StepLR(o, 3), optimizer, lambda: 99
+    )
     assert config["interval"] == "epoch"
 
 
