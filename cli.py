@@ -377,7 +377,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def _os_error_message(err: OSError) -> str:
     """Where the run could not write or read, and which setting moves it."""
-    where = Path(str(err.filename or "")).absolute()
+    if not err.filename:
+        return f"{err}; runs are written under {RUNS_DIR.absolute()}, datasets under {DATA_ENV}={data_root()}"
+    where = Path(str(err.filename)).absolute()
     message = f"cannot use {where}: {err.strerror or err}"
     if data_root().absolute() in where.parents:
         return f"{message}. Datasets live in {DATA_ENV}={data_root()}: point it at a writable directory with free space."

@@ -57,6 +57,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(out.fileno())
             os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from others
             os.replace(tmp_name, target)
+        except OSError as err:  # a full disk says nothing of where: name the checkpoint
+            raise OSError(err.errno, err.strerror or str(err), str(target)) from err
         finally:
             Path(tmp_name).unlink(missing_ok=True)
 

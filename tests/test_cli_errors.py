@@ -215,3 +215,14 @@ def test_predictions_without_class_names_are_written_too(tmp_path) -> None:
     header, *rows = written.read_text().splitlines()
     assert header == "index,output_0" and len(rows) == 1000
     assert "wrote 1000 predictions" in predict.stdout + predict.stderr
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(capsys, workdir, monkeypatch) -> None:
+    def no_space(obj: object, f: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    message = fails(capsys, "fit", "--model", "linear_regression", *TINY, *QUIET)
+    assert "No space left on device" in message and "checkpoints/best.ckpt" in message
+    assert "run from a writable directory with free space" in message
+    assert not list(workdir.rglob("*.tmp"))  # nothing half-written
