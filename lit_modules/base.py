@@ -30,7 +30,7 @@ from lit_modules.optimization import (
     OptimizerFactory,
     build_lr_scheduler,
     build_optimizer,
-    check_optimizer_settings,
+    checked_optimizer,
 )
 from registry.checks import (
     ConfigurationError,
@@ -182,6 +182,12 @@ class ZooBase(EvaluationMetrics, LoggingCadence, CheckpointGuard, CheapHookNames
         super().__init__()
         self.save_hyperparameters()
 
+    def record_hyperparameter(self, name: str, value: Any) -> None:
+        """Record `value` as hyperparameter `name`, in place of the equal factory that was
+        passed (a lambda default, which does not pickle: checkpoints and ddp_spawn pickle)."""
+        if name in self.hparams:
+            self.hparams[name] = self._hparams_initial[name] = value
+
 
 class ZooModule(ZooBase):
     """A model trained by one optimizer, chosen with its schedule by `__init__` arguments
@@ -203,8 +209,9 @@ class ZooModule(ZooBase):
                 InverseSqrt warms up and decays.
         """
         super().__init__()
-        check_optimizer_settings(optimizer, lr, lr_scheduler)
-        self.optimizer_factory = optimizer
+        self.optimizer_factory = checked_optimizer(optimizer, lr, lr_scheduler)
+        if self.optimizer_factory is not optimizer:
+            self.record_hyperparameter("optimizer", self.optimizer_factory)
         self.lr_scheduler_factory = lr_scheduler
 
     def configure_optimizers(self) -> Any:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pickle
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,10 +39,11 @@ __all__ = [
     "LRSchedulerCallable",
     "OneCycle",
     "OptimizerFactory",
+    "OptimizerSpec",
     "PerStepSchedule",
     "build_lr_scheduler",
     "build_optimizer",
-    "check_optimizer_settings",
+    "checked_optimizer",
     "fit_steps",
 ]
 
@@ -175,12 +178,25 @@ def build_lr_scheduler(
     return config
 
 
-def check_optimizer_settings(
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer class and its arguments but lr: a factory that pickles (a lambda default
+    does not), so a model can be sent to other processes (ddp_spawn)."""
+
+    cls: type[Optimizer]
+    kwargs: dict[str, Any]
+
+    def __call__(self, parameters: Iterable[nn.Parameter], lr: float) -> Optimizer:
+        return self.cls(parameters, lr, **self.kwargs)
+
+
+def checked_optimizer(
     optimizer: OptimizerFactory, lr: float, lr_scheduler: LRSchedulerCallable | None = None
-) -> None:
+) -> OptimizerFactory:
     """Build the optimizer (and schedule) once on a stand-in parameter, so that a bad setting
     (a negative lr, weight decay or momentum, an unknown argument) is refused when the model is
-    built, not in the middle of `fit`."""
+    built, not in the middle of `fit`. Returns a factory that pickles: `optimizer` itself, or
+    the class and arguments it built (torch optimizers keep every argument in `defaults`)."""
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ConfigurationError(f"lr must be a finite number > 0, got {lr}")
     try:
@@ -189,3 +205,9 @@ def check_optimizer_settings(
             build_lr_scheduler(lr_scheduler, stand_in, total_steps=lambda: 10)
     except (ValueError, TypeError) as err:
         raise ConfigurationError(f"invalid optimizer or lr_scheduler setting: {err}") from err
+    try:
+        pickle.dumps(optimizer)
+        return optimizer
+    except (pickle.PicklingError, AttributeError, TypeError):
+        arguments = {k: v for k, v in stand_in.defaults.items() if k != "lr"}
+        return OptimizerSpec(type(stand_in), arguments)

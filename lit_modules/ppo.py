@@ -18,7 +18,7 @@ from torch import nn
 
 from callbacks import EpisodeGif
 from lit_modules.base import HyperparameterError, ZooBase, check_non_negative, check_positive
-from lit_modules.optimization import OptimizerFactory, build_optimizer, check_optimizer_settings
+from lit_modules.optimization import OptimizerFactory, build_optimizer, checked_optimizer
 from registry import register_model
 
 Batch = dict[str, torch.Tensor]
@@ -185,8 +185,9 @@ class PPO(ZooBase):
                 `clip_range: lin_0.2`).
         """
         super().__init__()
-        check_optimizer_settings(optimizer, lr)
-        self.optimizer_factory = optimizer
+        self.optimizer_factory = checked_optimizer(optimizer, lr)
+        if self.optimizer_factory is not optimizer:
+            self.record_hyperparameter("optimizer", self.optimizer_factory)
         hidden_sizes = [64, 64] if hidden_sizes is None else list(hidden_sizes)
         check_positive(
             obs_dim=obs_dim,

@@ -4,6 +4,8 @@ arguments it would ignore."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from lit_modules.optimization import (
     CosineAnnealing,
     OneCycle,
     build_lr_scheduler,
-    check_optimizer_settings,
+    checked_optimizer,
 )
 from registry import ConfigurationError, get_model
 
@@ -64,7 +66,7 @@ def test_other_torch_schedules_step_per_epoch() -> None:
 )
 def test_bad_optimizer_settings_are_refused_when_the_model_is_built(optimizer, lr, message):
     with pytest.raises(ConfigurationError, match=message):
-        check_optimizer_settings(optimizer, lr)
+        checked_optimizer(optimizer, lr)
     with pytest.raises(ConfigurationError, match=message):
         get_model("mlp", optimizer=optimizer, lr=lr)
 
@@ -84,3 +86,14 @@ def test_ppo_takes_no_optimizer_arguments_it_would_ignore() -> None:
 def test_model_defaults_keep_their_optimizers(model, optimizer, momentum) -> None:
     built = get_model(model).optimizer_factory([torch.nn.Parameter(torch.zeros(1))], 0.1)
     assert isinstance(built, optimizer) and built.defaults["momentum"] == momentum
+
+
+@pytest.mark.parametrize("name", ["ppo", "softmax_regression", "mlp"])
+def test_models_with_lambda_defaults_pickle(name) -> None:
+    """ddp_spawn sends the model to its processes: the optimizer it keeps must pickle and
+    build the same optimizer as the default it came from."""
+    model = get_model(name)
+    copy = pickle.loads(pickle.dumps(model))
+    parameters = [torch.nn.Parameter(torch.zeros(1))]
+    built, rebuilt = (m.optimizer_factory(parameters, 0.01) for m in (model, copy))
+    assert type(built) is type(rebuilt) and built.defaults == rebuilt.defaults
