@@ -28,6 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_modules.optimization import (
     LRSchedulerCallable,
     OptimizerFactory,
+    OptimizerSpec,
     build_lr_scheduler,
     build_optimizer,
     checked_optimizer,
@@ -183,8 +184,8 @@ class ZooBase(EvaluationMetrics, LoggingCadence, CheckpointGuard, CheapHookNames
         self.save_hyperparameters()
 
     def record_hyperparameter(self, name: str, value: Any) -> None:
-        """Record `value` as hyperparameter `name`, in place of the equal factory that was
-        passed (a lambda default, which does not pickle: checkpoints and ddp_spawn pickle)."""
+        """Record `value` as hyperparameter `name` in place of what was passed: an equal record
+        of a lambda default, which neither pickles (ddp_spawn) nor loads from a checkpoint."""
         if name in self.hparams:
             self.hparams[name] = self._hparams_initial[name] = value
 
@@ -210,8 +211,8 @@ class ZooModule(ZooBase):
         """
         super().__init__()
         self.optimizer_factory = checked_optimizer(optimizer, lr, lr_scheduler)
-        if self.optimizer_factory is not optimizer:
-            self.record_hyperparameter("optimizer", self.optimizer_factory)
+        if isinstance(self.optimizer_factory, OptimizerSpec):  # from a lambda: record plainly
+            self.record_hyperparameter("optimizer", self.optimizer_factory.record())
         self.lr_scheduler_factory = lr_scheduler
 
     def configure_optimizers(self) -> Any:

@@ -16,6 +16,7 @@ Transformer paper's warm-up and decay.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import pickle
 from collections.abc import Callable, Iterable, Iterator
@@ -189,6 +190,16 @@ class OptimizerSpec:
     def __call__(self, parameters: Iterable[nn.Parameter], lr: float) -> Optimizer:
         return self.cls(parameters, lr, **self.kwargs)
 
+    def record(self) -> dict[str, Any]:
+        """As LightningCLI records an optimizer: plain values a checkpoint can hold."""
+        path = f"{self.cls.__module__}.{self.cls.__qualname__}"
+        return {"class_path": path, "init_args": dict(self.kwargs)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OptimizerSpec:
+        module, _, name = record["class_path"].rpartition(".")
+        return cls(getattr(importlib.import_module(module), name), record.get("init_args", {}))
+
 
 def checked_optimizer(
     optimizer: OptimizerFactory, lr: float, lr_scheduler: LRSchedulerCallable | None = None
@@ -197,6 +208,8 @@ def checked_optimizer(
     (a negative lr, weight decay or momentum, an unknown argument) is refused when the model is
     built, not in the middle of `fit`. Returns a factory that pickles: `optimizer` itself, or
     the class and arguments it built (torch optimizers keep every argument in `defaults`)."""
+    if isinstance(optimizer, dict):  # as recorded in a checkpoint's hyperparameters
+        optimizer = OptimizerSpec.from_record(optimizer)
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ConfigurationError(f"lr must be a finite number > 0, got {lr}")
     try:

@@ -18,7 +18,12 @@ from torch import nn
 
 from callbacks import EpisodeGif
 from lit_modules.base import HyperparameterError, ZooBase, check_non_negative, check_positive
-from lit_modules.optimization import OptimizerFactory, build_optimizer, checked_optimizer
+from lit_modules.optimization import (
+    OptimizerFactory,
+    OptimizerSpec,
+    build_optimizer,
+    checked_optimizer,
+)
 from registry import register_model
 
 Batch = dict[str, torch.Tensor]
@@ -186,8 +191,8 @@ class PPO(ZooBase):
         """
         super().__init__()
         self.optimizer_factory = checked_optimizer(optimizer, lr)
-        if self.optimizer_factory is not optimizer:
-            self.record_hyperparameter("optimizer", self.optimizer_factory)
+        if isinstance(self.optimizer_factory, OptimizerSpec):  # from a lambda: record plainly
+            self.record_hyperparameter("optimizer", self.optimizer_factory.record())
         hidden_sizes = [64, 64] if hidden_sizes is None else list(hidden_sizes)
         check_positive(
             obs_dim=obs_dim,

@@ -97,3 +97,16 @@ def test_models_with_lambda_defaults_pickle(name) -> None:
     parameters = [torch.nn.Parameter(torch.zeros(1))]
     built, rebuilt = (m.optimizer_factory(parameters, 0.01) for m in (model, copy))
     assert type(built) is type(rebuilt) and built.defaults == rebuilt.defaults
+
+
+def test_a_lambda_default_is_recorded_plainly_and_reloads(tmp_path) -> None:
+    model = get_model("softmax_regression")
+    assert model.hparams.optimizer == {
+        "class_path": "torch.optim.sgd.SGD",
+        "init_args": model.optimizer_factory.kwargs,
+    }
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    saved = torch.load(path, weights_only=True)["hyper_parameters"]  # plain values only
+    rebuilt = type(model)(**saved).optimizer_factory([torch.nn.Parameter(torch.zeros(1))], 0.1)
+    assert rebuilt.defaults["momentum"] == 0.9
