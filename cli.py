@@ -82,6 +82,9 @@ jsonargparse_typehints.resolve_class_path_by_name = _with_registry_names(
 
 
 def _plain(value: Any) -> Any:
+    """A parsed value as a checkpoint records it (mappings as dicts, sequences as lists)."""
+    if isinstance(value, tuple):
+        return list(value)
     return value.as_dict() if isinstance(value, Namespace) else value
 
 
