@@ -15,7 +15,6 @@ anything is built. (`python cli.py ...` is the same command in a checkout.)
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import textwrap
@@ -37,7 +36,15 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 import datamodules  # noqa: F401  (registers the built-in datamodules)
 import lit_modules  # noqa: F401  (registers the built-in models)
 from callbacks import AtomicCheckpointIO, default_callbacks
-from configs import RECIPES_DIR, RUNS_DIR, SUBCOMMANDS, make_plan, recipes
+from configs import (
+    RECIPES_DIR,
+    RUNS_DIR,
+    SUBCOMMANDS,
+    flat_settings,
+    make_plan,
+    parser_error_message,
+    recipes,
+)
 from datamodules.download import DATA_ENV, data_root
 from registry import (
     DATAMODULES,
@@ -79,43 +86,6 @@ def _with_registry_names(resolve: Callable[[Any, str], str]) -> Callable[[Any, s
 jsonargparse_typehints.resolve_class_path_by_name = _with_registry_names(
     jsonargparse_typehints.resolve_class_path_by_name
 )
-
-
-def _plain(value: Any) -> Any:
-    """A parsed value as a checkpoint records it (mappings as dicts, sequences as lists)."""
-    if isinstance(value, tuple):
-        return list(value)
-    return value.as_dict() if isinstance(value, Namespace) else value
-
-
-def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested settings as {"optimizer.init_args.momentum": 0.9, ...}."""
-    value = _plain(value)
-    if not isinstance(value, dict):
-        return {prefix: value}
-    nested = {f"{prefix}.{key}" if prefix else key: sub for key, sub in value.items()}
-    return {k: v for key, sub in nested.items() for k, v in _leaves(sub, key).items()}
-
-
-def _parser_message(text: str) -> str:
-    """jsonargparse's nested report of a bad option on one line: the option, the value, why."""
-    keys = re.findall(r'Parser key "([^"]+)"', text)
-    nested = re.findall(r"NestedArg\(key='([^']+)', val='(.*)'\)", text)
-    if nested and nested[-1][0] not in keys:
-        keys.append(nested[-1][0])
-    lines = [line.strip().lstrip("- ") for line in text.splitlines()]
-    given = [line[len("Given value: ") :] for line in lines if line.startswith("Given value: ")]
-    noise = ("NoneType", "class_path", "Does not validate", "Subtypes:", "Errors:", "Given value")
-    why = [
-        line
-        for line in lines
-        if line and not line.startswith(("Parser key",)) and not any(n in line for n in noise)
-    ]
-    if not keys:
-        return " ".join(text.split())
-    value = next((v for v in given if "NestedArg" not in v), nested[-1][1] if nested else "")
-    reason = re.sub(r"<class '([\w.]+)'>", r"\1", "; ".join(why))
-    return f"--{'.'.join(keys)} {value}: {reason} (`--help` lists the options, `--model.help NAME` a model's)"
 
 
 class LitzooCLI(LightningCLI):
@@ -186,7 +156,7 @@ class LitzooCLI(LightningCLI):
         try:
             self.config = parser.parse_args(args)
         except argparse.ArgumentError as err:
-            raise ConfigurationError(_parser_message(str(err))) from err
+            raise ConfigurationError(parser_error_message(str(err))) from err
         sub = self.config.get("subcommand")
         config = self.config[sub] if sub else self.config
         if self.plan.ckpt_path:
@@ -212,7 +182,10 @@ class LitzooCLI(LightningCLI):
         """The checkpoint's hyperparameters are the model's defaults; a setting that differs
         was given explicitly and is refused, since loading the weights and the optimizer state
         would silently drop it."""
-        given, saved = _leaves(config.model.get("init_args")), _leaves(self._saved_settings())
+        given, saved = (
+            flat_settings(config.model.get("init_args")),
+            flat_settings(self._saved_settings()),
+        )
         differ = [
             f"--model.{k}={v!r} (checkpoint: {saved[k]!r})"
             for k, v in given.items()

@@ -1,14 +1,17 @@
 """The configuration a command line gives: the YAML recipes (configs/<family>/<model>.yaml,
 installed with the package), config files (a bad one is refused with its file and line), and
-what the command line names before LightningCLI parses it (`make_plan`)."""
+what the command line names before LightningCLI parses it (`make_plan`), and jsonargparse's
+settings and complaints in the forms the command line compares and prints."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import Namespace
 
 from callbacks import newest_checkpoint, read_checkpoint_record
 from registry import DATAMODULES, MODELS, ConfigurationError, Entry, command_name
@@ -173,3 +176,40 @@ def make_plan(argv: list[str], with_subcommand: bool = True) -> Plan:
             "them), --config FILE or --ckpt_path FILE"
         )
     return plan
+
+
+def _plain(value: Any) -> Any:
+    """A parsed value as a checkpoint records it (mappings as dicts, sequences as lists)."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value.as_dict() if isinstance(value, Namespace) else value
+
+
+def flat_settings(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as {"optimizer.init_args.momentum": 0.9, ...}."""
+    value = _plain(value)
+    if not isinstance(value, dict):
+        return {prefix: value}
+    nested = {f"{prefix}.{key}" if prefix else key: sub for key, sub in value.items()}
+    return {k: v for key, sub in nested.items() for k, v in flat_settings(sub, key).items()}
+
+
+def parser_error_message(text: str) -> str:
+    """jsonargparse's nested report of a bad option on one line: the option, the value, why."""
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    nested = re.findall(r"NestedArg\(key='([^']+)', val='(.*)'\)", text)
+    if nested and nested[-1][0] not in keys:
+        keys.append(nested[-1][0])
+    lines = [line.strip().lstrip("- ") for line in text.splitlines()]
+    given = [line[len("Given value: ") :] for line in lines if line.startswith("Given value: ")]
+    noise = ("NoneType", "class_path", "Does not validate", "Subtypes:", "Errors:", "Given value")
+    why = [
+        line
+        for line in lines
+        if line and not line.startswith(("Parser key",)) and not any(n in line for n in noise)
+    ]
+    if not keys:
+        return " ".join(text.split())
+    value = next((v for v in given if "NestedArg" not in v), nested[-1][1] if nested else "")
+    reason = re.sub(r"<class '([\w.]+)'>", r"\1", "; ".join(why))
+    return f"--{'.'.join(keys)} {value}: {reason} (`--help` lists the options, `--model.help NAME` a model's)"

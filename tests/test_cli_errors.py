@@ -14,7 +14,8 @@ from conftest import REPO, run_cli
 from jsonargparse import Namespace
 
 from callbacks import PredictionWriter
-from cli import _leaves, main
+from cli import main
+from configs import flat_settings
 
 QUIET = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
 TINY = (
@@ -142,7 +143,7 @@ def test_a_setting_that_differs_from_the_checkpoint_is_refused(capsys, trained, 
     monkeypatch.chdir(trained)
     same = ("--model.optimizer", "SGD", "--model.lr", "0.1", "--trainer.enable_progress_bar=false")
     main(["test", "--model", "mlp", "--ckpt_path", "best", *same])  # equal settings are fine
-    assert _leaves(Namespace(betas=(0.9, 0.999))) == _leaves({"betas": [0.9, 0.999]})
+    assert flat_settings(Namespace(betas=(0.9, 0.999))) == flat_settings({"betas": [0.9, 0.999]})
     message = fails(capsys, "fit", "--model", "mlp", "--ckpt_path", "last", "--model.lr", "0.5")
     assert "--model.lr=0.5 (checkpoint: 0.1)" in message
     optimizer = ("--model.optimizer.momentum", "0.9")
