@@ -54,6 +54,7 @@ DATA_LINKED_ARGS = (
     "num_inputs",
     "in_channels",
     "image_size",
+    "value_range",
     "obs_dim",
     "action_dim",
     "continuous",
