@@ -9,6 +9,7 @@ from callbacks.interrupts import FitInterrupted
 from callbacks.learning_curve import LearningCurvePlot, plot_metrics_csv
 from callbacks.predictions import ClassPredictionWriter
 from callbacks.resume import ExactResume
+from callbacks.samples import LangevinPictures, SampleWriter
 from callbacks.translations import TranslationWriter
 
 __all__ = [
@@ -19,9 +20,11 @@ __all__ = [
     "ExactResume",
     "FitInterrupted",
     "GeneratedTextWriter",
+    "LangevinPictures",
     "LatestCheckpoint",
     "LearningCurvePlot",
     "NonFiniteError",
+    "SampleWriter",
     "StopOnNonFinite",
     "TranslationWriter",
     "plot_metrics_csv",

@@ -33,7 +33,11 @@ def plot_metrics_csv(metrics_csv: Path, out_png: Path) -> Path:
     for key in losses:
         xs, ys = zip(*series[key], strict=True)
         axes[0][0].plot(xs, ys, label=key, marker="" if key.startswith("train/") else "o")
-    axes[0][0].set(title="loss", xlabel="step (train) / epoch (val)", yscale="log")
+    # log scale only for positive losses (an energy-based model's loss is often negative)
+    positive = all(y > 0 for key in losses for _, y in series[key])
+    axes[0][0].set(
+        title="loss", xlabel="step (train) / epoch (val)", yscale="log" if positive else "linear"
+    )
     axes[0][0].legend()
     for key in others:
         xs, ys = zip(*series[key], strict=True)
