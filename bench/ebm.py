@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.flops import matmul_flops  # noqa: E402
 from bench.report import write_section  # noqa: E402
+from callbacks.plotting import pyplot  # noqa: E402
 from cli import LitzooCLI  # noqa: E402
 from lit_modules.ebm import (  # noqa: E402
     EnergyNet,
@@ -89,10 +90,7 @@ def plot_curves(
 ) -> Path:
     """val/cdiv beside the training negatives' cdiv, and the mean scores of real and noise
     images (val) and of real images and negatives (train), against epochs trained."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def epochs(key: str) -> list[float]:  # validation closes its epoch; a step is a fraction
         if key.startswith("val/"):

@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from callbacks.plotting import pyplot
+
 
 def to_unit_interval(images: torch.Tensor, value_range: Sequence[float]) -> torch.Tensor:
     """Images in `value_range` mapped linearly to [0, 1] (clamped), on the CPU as float32."""
@@ -49,11 +51,7 @@ def save_image_grid(
 def save_chain(snapshots: Sequence[torch.Tensor], steps: Sequence[int], path: Path) -> Path:
     """One chain's snapshots ((C, H, W) images in [0, 1]) in a row, each titled by its step:
     Generative Deep Learning's figure 7-8."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(snapshots), figsize=(1.3 * len(snapshots), 1.6), squeeze=False)
     for ax, image, step in zip(axes[0], snapshots, steps, strict=True):
         ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
