@@ -3,7 +3,7 @@
     python bench/ebm.py [--config configs/ebm/ebm_cpu.yaml] [--max_epochs N] [--max_minutes M]
 
 1. trains the judge (LeNet on MNIST, configs/ebm/mnist_judge.yaml) unless its checkpoint exists;
-2. `cli.py fit --config <recipe>`, then `cli.py test` on the final checkpoint: AUROC of the score
+2. `cli.py fit --config <recipe>`, then `cli.py test` on the best checkpoint: AUROC of the score
    against Fashion-MNIST and uniform noise, the judge's mean confidence on 256 samples and the
    digit classes they cover; `cli.py predict` draws a 100-sample grid;
 3. writes the val/cdiv and score curves (docs/ebm/curves.png) and copies the sample grid and
@@ -133,19 +133,17 @@ def fit_and_evaluate(config: str, overrides: list[str], steps_per_epoch: int) ->
     before = run_dirs("ebm")
     wall = cli("fit", "--config", config, *overrides)
     fit_dir = new_run_dir("ebm", before)
-    last = fit_dir / "checkpoints" / "last.ckpt"
-    saved = torch.load(last, map_location="cpu", weights_only=True)
+    last = torch.load(fit_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    best_path = fit_dir / "checkpoints" / "best.ckpt"
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
     series = read_metrics(fit_dir)
-    steps = int(max(x for x, _ in series["train/loss"])) + 1
-    if saved["global_step"] < steps - 1:
-        raise RuntimeError(f"{last} holds step {saved['global_step']}, the fit ran {steps} steps")
 
     before = run_dirs("ebm")
-    cli("test", "--config", config, "--ckpt_path", str(last))
+    cli("test", "--config", config, "--ckpt_path", str(best_path))
     tested = {k: v[-1][1] for k, v in read_metrics(new_run_dir("ebm", before)).items()}
 
     before = run_dirs("ebm")
-    cli("predict", "--config", config, "--ckpt_path", str(last), "--data.predict_noise", "100")
+    cli("predict", "--config", config, "--ckpt_path", str(best_path), "--data.predict_noise", "100")
     grid = shutil.copy(new_run_dir("ebm", before) / "samples.png", DOCS / "samples.png")
     chains = sorted(
         (fit_dir / "chains").glob("epoch_*.png"), key=lambda p: int(p.stem.split("_")[1])
@@ -153,14 +151,16 @@ def fit_and_evaluate(config: str, overrides: list[str], steps_per_epoch: int) ->
     chain = shutil.copy(chains[-1], DOCS / "chain.png") if chains else None
     return {
         "wall": wall,
-        "steps": saved["global_step"],
-        "epochs": saved["global_step"] / steps_per_epoch,
+        "steps": last["global_step"],
+        "epochs": last["global_step"] / steps_per_epoch,
+        "best_epochs": best["global_step"] / steps_per_epoch,
         "test": tested,
         "curves": plot_curves(series, steps_per_epoch, DOCS / "curves.png"),
         "grid": Path(grid),
         "chain": Path(chain) if chain else None,
         "fit_dir": fit_dir,
-        "sample_steps": saved["hyper_parameters"]["sample_steps"],
+        "sample_steps": last["hyper_parameters"]["sample_steps"],
+        "langevin_steps": last["hyper_parameters"]["langevin_steps"],
     }
 
 
@@ -178,12 +178,13 @@ class StepTimer(L.Callback):
         return (self.starts[-1] - self.starts[1]) / (len(self.starts) - 2)  # after a warm-up
 
 
-def fit_seconds_per_step(config: str, steps: int, workdir: Path) -> tuple[float, dict]:
-    """Seconds per training step of `cli.py fit --config` (validation off, as the same number of
-    steps of the plain loop has none); also the model's hyperparameters and the data."""
+def fit_seconds_per_step(config: str, steps: int, workdir: Path) -> tuple[float, LitzooCLI]:
+    """Seconds per training step of `cli.py fit --config` (validation off, as the plain loop has
+    none; `langevin_steps` Langevin steps in every step, the ramp's start); also the CLI."""
     cli_run = LitzooCLI(
         ["--config", config, f"--trainer.max_steps={steps + 1}", "--trainer.limit_val_batches=0",
-         f"--trainer.default_root_dir={workdir}", "--trainer.callbacks=null", *QUIET],
+         f"--trainer.default_root_dir={workdir}", "--trainer.callbacks=null",
+         "--model.langevin_steps_final=null", *QUIET],
         run=False,
     )  # fmt: skip
     timer = StepTimer()
@@ -272,7 +273,9 @@ def main() -> None:
         f"{torch.get_num_threads()} threads (bench/flops.py's measurement).",
         "",
         f"- Budget: **{run['epochs']:.1f} epochs, {run['steps']} training steps, "
-        f"{run['wall'] / 60:.1f} min** of `cli.py fit` (start-up, validation and pictures included).",
+        f"{run['wall'] / 60:.1f} min** of `cli.py fit` (start-up, validation and pictures "
+        f"included); tested: `best.ckpt`, the lowest val/cdiv, after {run['best_epochs']:.1f} "
+        "epochs.",
         f"- AUROC of the score, MNIST test set against Fashion-MNIST's: "
         f"**{test['test/auroc_ood']:.4f}** (bar 0.95); against uniform noise: "
         f"**{test['test/auroc_noise']:.4f}** (bar 0.99).",
@@ -290,7 +293,8 @@ def main() -> None:
         f"![val/cdiv and scores]({rel(run['curves']).removeprefix('docs/')})",
         f"![samples]({rel(run['grid']).removeprefix('docs/')})",
         "",
-        f"Seconds per training step ({opts.timing_steps} steps after one warm-up, validation off, "
+        f"Seconds per training step (with {run['langevin_steps']} Langevin steps; "
+        f"{opts.timing_steps} steps after one warm-up, validation off, "
         f"{opts.timing_repeats} alternating repeats in one process): `cli.py fit` "
         f"{statistics.median(fit_times):.3f} s, plain PyTorch loop of the same step "
         f"{statistics.median(plain_times):.3f} s; ratio fit / plain **{statistics.median(ratios):.3f}** "
@@ -299,8 +303,9 @@ def main() -> None:
     write_section(
         "ebm",
         "Energy-based model on MNIST (CPU recipe)",
-        "Generative Deep Learning ch. 7's EBM trained by `cli.py fit`, then `cli.py test` on the "
-        "final checkpoint (`last.ckpt`) with Fashion-MNIST as the out-of-distribution test set. "
+        "Generative Deep Learning ch. 7's EBM trained by `cli.py fit`, then `cli.py test` on its "
+        "best checkpoint (the checkpoint monitor, val/cdiv) with Fashion-MNIST as the "
+        "out-of-distribution test set. "
         "The run directory was "
         f"`{rel(run['fit_dir'])}`.\n\n" + "\n".join(rows),
     )

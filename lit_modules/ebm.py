@@ -276,8 +276,9 @@ def load_judge(path: str, device: torch.device) -> L.LightningModule:
     test_data_kwargs={"pad": 2, "value_range": (-1.0, 1.0)},
 )
 class EBM(ZooModule):
-    """Energy-based model (Generative Deep Learning ch. 7): contrastive divergence, Langevin
-    sampling from a replay buffer.
+    """Energy-based model (Generative Deep Learning ch. 7) trained by contrastive divergence.
+
+    Negatives come from Langevin dynamics started from a replay buffer of earlier samples.
 
     `test` logs the chapter's scores and contrastive divergence against uniform noise, the
     AUROC of the score separating the test images from uniform noise (`test/auroc_noise`) and
@@ -293,6 +294,7 @@ class EBM(ZooModule):
         channels: list[int] | None = None,
         hidden: int = 64,
         langevin_steps: int = 60,
+        langevin_steps_final: int | None = None,
         step_size: float = 10.0,
         langevin_noise: float = 0.005,
         grad_clip: float | None = 0.03,
@@ -318,6 +320,11 @@ class EBM(ZooModule):
                 [16, 32, 64, 64].
             hidden: width of the dense layer before the score.
             langevin_steps: Langevin steps per training batch's negatives (chapter: 60).
+            langevin_steps_final: if set, the steps per batch grow linearly from
+                `langevin_steps` at the fit's first batch to this at its last (planned from
+                max_epochs or max_steps): few steps while the model is crude, more once it is
+                sharp enough to outrun short chains (configs/ebm/ebm_cpu.yaml says what that
+                did). None keeps `langevin_steps` throughout (the chapter).
             step_size: Langevin step size on the score's gradient (chapter: 10).
             langevin_noise: std of the Gaussian noise of each Langevin step (chapter: 0.005).
             grad_clip: elementwise clip of the input gradient (chapter: 0.03); None disables.
@@ -344,6 +351,7 @@ class EBM(ZooModule):
         check_non_negative(
             langevin_steps=langevin_steps, langevin_noise=langevin_noise, data_noise=data_noise,
             alpha=alpha, sample_steps=sample_steps,
+            **({} if langevin_steps_final is None else {"langevin_steps_final": langevin_steps_final}),
         )  # fmt: skip
         if not channels:
             raise HyperparameterError("channels must name at least one convolution width")
@@ -418,13 +426,26 @@ class EBM(ZooModule):
             self.buffer.rng = CheckpointedGenerator(self.buffer.rng.seed + rank)
             self.chain_rng = CheckpointedGenerator(self.chain_rng.seed + rank)
 
+    def on_train_start(self) -> None:
+        self.planned_steps = int(self.trainer.estimated_stepping_batches)
+
+    def current_langevin_steps(self) -> int:
+        """Langevin steps for this batch's negatives: `langevin_steps`, or the point reached
+        on the ramp to `langevin_steps_final` (a function of the step, so resumes follow it)."""
+        start, final = self.hparams.langevin_steps, self.hparams.langevin_steps_final
+        if final is None:
+            return start
+        progress = min(1.0, self.global_step / max(1, self.planned_steps - 1))
+        return round(start + progress * (final - start))
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         hp = self.hparams
         real = batch[0]
         generator = self.chain_rng.on(real.device)
         kick = torch.randn(real.shape, generator=generator, device=real.device, dtype=real.dtype)
         real = (real + hp.data_noise * kick).clamp_(*hp.value_range)
-        fake, _ = self.langevin(self.buffer.sample(len(real)), hp.langevin_steps, generator)
+        steps = self.current_langevin_steps()
+        fake, _ = self.langevin(self.buffer.sample(len(real)), steps, generator)
         self.buffer.push(fake)
         real_scores, fake_scores = self.net(torch.cat((real, fake))).split(len(real))
         loss = contrastive_divergence_loss(real_scores, fake_scores, hp.alpha)
@@ -433,6 +454,7 @@ class EBM(ZooModule):
             self.log("train/cdiv", fake_scores.mean() - real_scores.mean())
             self.log("train/score_real", real_scores.mean())
             self.log("train/score_fake", fake_scores.mean())
+            self.log("train/langevin_steps", float(steps))
         return loss
 
     def on_validation_epoch_start(self) -> None:

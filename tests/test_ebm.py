@@ -28,6 +28,7 @@ from lit_modules.ebm import (
 )
 
 SMALL = {"channels": [4, 4, 4, 4], "hidden": 8, "langevin_steps": 3, "buffer_size": 32}
+RAMP = {**SMALL, "langevin_steps_final": 6}
 
 
 def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -167,6 +168,20 @@ def test_energy_net_has_the_chapters_layers() -> None:
     assert sum(p.numel() for p in model.net.parameters()) == 76_993
 
 
+def test_langevin_steps_ramp_linearly_over_the_fit(tmp_path) -> None:
+    model = EBM(**{**SMALL, "langevin_steps": 2, "langevin_steps_final": 6})
+    used = []
+    sample = model.langevin
+
+    def recording(start: torch.Tensor, steps: int, *args):
+        used.append(steps)
+        return sample(start, steps, *args)
+
+    model.langevin = recording
+    quiet_trainer(tmp_path, max_epochs=3).fit(model, FixedImages())
+    assert used == [2, 3, 4, 4, 5, 6]  # 2 + 4 * step / 5, rounded, over the fit's 6 steps
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"image_size": 8}, "value_range"), ({"value_range": (0.0, 1.0)}, "image_size")],
@@ -198,18 +213,29 @@ class FixedImages(L.LightningDataModule):
         return DataLoader(TensorDataset(images), batch_size=8)
 
 
+class StopAfter(L.Callback):
+    """Ends a fit after `epochs` epochs of its planned length, as a kill would."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.should_stop = trainer.current_epoch + 1 == self.epochs
+
+
 def test_a_resumed_fit_continues_the_same_chains(tmp_path) -> None:
+    """The same chains, and the same ramp of Langevin steps, as the uninterrupted fit."""
     torch.manual_seed(0)
-    straight = EBM(**SMALL)
+    straight = EBM(**RAMP)
     quiet_trainer(tmp_path, max_epochs=3).fit(straight, FixedImages())
 
     torch.manual_seed(0)
-    first = EBM(**SMALL)
-    trainer = quiet_trainer(tmp_path, max_epochs=2)
+    first = EBM(**RAMP)
+    trainer = quiet_trainer(tmp_path, max_epochs=3, callbacks=[StopAfter(2)])
     trainer.fit(first, FixedImages())
     trainer.save_checkpoint(tmp_path / "epoch2.ckpt")
     torch.manual_seed(1)  # another initialization and other seeds: the checkpoint decides
-    resumed = EBM(**SMALL)
+    resumed = EBM(**RAMP)
     quiet_trainer(tmp_path, max_epochs=3).fit(
         resumed, FixedImages(), ckpt_path=tmp_path / "epoch2.ckpt"
     )
