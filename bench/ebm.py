@@ -74,14 +74,13 @@ def new_run_dir(model: str, before: set[Path]) -> Path:
 
 
 def read_metrics(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """Every logged series of the run's metrics.csv as (epoch or step, value) pairs."""
+    """Every logged series of the run's metrics.csv as (global step, value) pairs."""
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     with open(run_dir / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
             for key, value in row.items():
                 if value and "/" in key:
-                    x = row["step"] if key.startswith("train/") else row["epoch"]
-                    series[key].append((float(x), float(value)))
+                    series[key].append((float(row["step"]), float(value)))
     return series
 
 
@@ -92,10 +91,8 @@ def plot_curves(
     images (val) and of real images and negatives (train), against epochs trained."""
     plt = pyplot()
 
-    def epochs(key: str) -> list[float]:  # validation closes its epoch; a step is a fraction
-        if key.startswith("val/"):
-            return [x + 1 for x, _ in series[key]]
-        return [(x + 1) / steps_per_epoch for x, _ in series[key]]
+    def epochs(key: str) -> list[float]:
+        return [(step + 1) / steps_per_epoch for step, _ in series[key]]
 
     fig, (cdiv_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
     panels = {
