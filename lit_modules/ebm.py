@@ -85,7 +85,7 @@ def langevin_sample(
     noise (std `noise`), then moves the images `step_size` times the score's gradient with
     respect to them, clipped elementwise to +-`grad_clip`, clamping to `value_range` after both.
 
-    Only the images are differentiated: no parameter gradient is computed or accumulated, so
+    Only the images are differentiated (autograd.grad): no parameter gradient accumulates, so
     a training step's gradients are untouched. The model runs in eval mode and every submodule
     gets its own train/eval mode back afterwards. Works inside `torch.no_grad` and
     `torch.inference_mode` (validation, test, predict). Returns the final images and, when

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import quiet_trainer
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -29,20 +30,6 @@ from lit_modules.ebm import (
 
 SMALL = {"channels": [4, 4, 4, 4], "hidden": 8, "langevin_steps": 3, "buffer_size": 32}
 RAMP = {**SMALL, "langevin_steps_final": 6}
-
-
-def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
-    defaults = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "default_root_dir": tmp_path,
-    }
-    return L.Trainer(**{**defaults, **kwargs})
 
 
 class QuadraticScore(nn.Module):
