@@ -16,6 +16,7 @@ from callbacks.learning_curve import LearningCurvePlot, plot_learning_curve
 from callbacks.predictions import PredictionWriter
 from callbacks.progress import MetricsProgressBar
 from callbacks.resume import ExactResume
+from callbacks.samples import LangevinPictures, SampleWriter
 from callbacks.translations import TranslationWriter
 
 __all__ = [
@@ -25,11 +26,13 @@ __all__ = [
     "ExactResume",
     "FitInterrupted",
     "GeneratedTextWriter",
+    "LangevinPictures",
     "LatestCheckpoint",
     "LearningCurvePlot",
     "MetricsProgressBar",
     "NonFiniteError",
     "PredictionWriter",
+    "SampleWriter",
     "StopOnNonFinite",
     "TranslationWriter",
     "default_callbacks",

@@ -22,6 +22,7 @@ DATA_DIMENSIONS = (
     "num_inputs",
     "in_channels",
     "image_size",
+    "value_range",
     "vocab_size",
     "src_vocab_size",
     "tgt_vocab_size",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,3 +34,19 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
         text=True,
         timeout=timeout,
     )
+
+
+def quiet_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar, summary or sanity check, for
+    in-process tests; keyword arguments override or add Trainer settings."""
+    defaults = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "default_root_dir": tmp_path,
+    }
+    return L.Trainer(**{**defaults, **kwargs})

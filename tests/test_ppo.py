@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, quiet_trainer, run_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.gym import GymData
@@ -27,20 +27,6 @@ from lit_modules.ppo import (
     compute_gae,
 )
 from registry import MODELS
-
-
-def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    defaults = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "default_root_dir": tmp_path,
-    }
-    return L.Trainer(**{**defaults, **kwargs})
 
 
 def test_gae_matches_hand_computed_case() -> None:
@@ -141,7 +127,7 @@ def test_rollout_bootstraps_time_limits_but_reports_raw_returns(
     # Value targets are r + gamma V(next) (lambda 0); with normalize_reward, r is scaled but
     # the bootstrap, already in the value's units, is not.
     model = PPO(rollout_steps=12, gamma=0.9, gae_lambda=0.0, normalize_reward=normalize_reward)
-    model.trainer = _trainer(tmp_path)  # its strategy sums the reward statistics
+    model.trainer = quiet_trainer(tmp_path)  # its strategy sums the reward statistics
     envs = gym.make_vec(
         "CartPole-v1",
         num_envs=2,
@@ -176,7 +162,7 @@ def test_rollout_bootstraps_time_limits_but_reports_raw_returns(
 
 def test_rewards_are_scaled_by_the_running_std_of_the_discounted_return(tmp_path: Path) -> None:
     model = PPO(gamma=0.5, normalize_reward=True)
-    model.trainer = _trainer(tmp_path)  # its strategy sums the moments (one process here)
+    model.trainer = quiet_trainer(tmp_path)  # its strategy sums the moments (one process here)
     discounted_return = np.zeros(2)
     rewards = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 60.0]], dtype=np.float32)
     dones = np.array([[0, 1], [0, 0], [1, 0]], dtype=np.float32)
@@ -230,7 +216,7 @@ def test_a_few_updates_train_every_parameter_and_reload(
         continuous=data.continuous,
     )
     recorder = GradientRecorder()
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, callbacks=[recorder])
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=3, callbacks=[recorder])
     trainer.fit(model, data)
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"])
@@ -258,7 +244,7 @@ def test_training_metrics_are_logged_on_the_loggers_cadence(tmp_path: Path) -> N
 
     model = PPO(**MODELS.entry("ppo").test_kwargs)
     logger = CSVLogger(tmp_path, name="", version="")
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=4, logger=logger)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=4, logger=logger)
     trainer.log_every_n_steps = 2  # the logger writes rollouts 1 and 3
     logged_rollouts = []
     log_dict = model.log_dict
@@ -287,7 +273,7 @@ class ClipRecorder(PPO):
 def test_clip_range_anneals_linearly_over_the_rollouts(tmp_path: Path, anneal_clip: bool) -> None:
     kwargs = {**MODELS.entry("ppo").test_kwargs, "update_epochs": 1, "clip_coef": 0.2}
     model = ClipRecorder(**kwargs, anneal_clip=anneal_clip)
-    _trainer(tmp_path, max_epochs=1, limit_train_batches=4, limit_val_batches=0).fit(
+    quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=4, limit_val_batches=0).fit(
         model, GymData(num_envs=2, rollouts_per_epoch=4)
     )
     expected = [0.2, 0.15, 0.1, 0.05] if anneal_clip else [0.2] * 4
@@ -308,7 +294,7 @@ def test_max_steps_sets_the_annealing_horizon_in_rollouts(
 ) -> None:
     kwargs = {**MODELS.entry("ppo").test_kwargs, "update_epochs": 2, "clip_coef": 0.2}
     model = ClipRecorder(**kwargs, anneal_clip=True)
-    trainer = _trainer(tmp_path, max_epochs=max_epochs, max_steps=7, limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, max_epochs=max_epochs, max_steps=7, limit_val_batches=0)
     trainer.fit(model, GymData(num_envs=2, rollouts_per_epoch=3))
     assert model.clips == pytest.approx([c for c in clips for _ in range(2)])
     assert model.lr_schedulers().get_last_lr() == [0.0]
@@ -316,7 +302,7 @@ def test_max_steps_sets_the_annealing_horizon_in_rollouts(
 
 def test_model_rejects_environments_of_another_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="obs_dim"):
-        _trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(
+        quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(
             PPO(**MODELS.entry("ppo").test_kwargs), GymData("Pendulum-v1", num_envs=1)
         )
 
@@ -325,7 +311,7 @@ def test_resume_continues_steps_schedule_and_running_statistics(tmp_path: Path) 
     def run(ckpt_path: Path | None = None) -> PPO:
         model = PPO(**MODELS.entry("ppo").test_kwargs, normalize_obs=True, normalize_reward=True)
         checkpoints = ModelCheckpoint(tmp_path / "ckpt", "{epoch}", save_top_k=-1, every_n_epochs=1)
-        trainer = _trainer(
+        trainer = quiet_trainer(
             tmp_path, max_epochs=2, enable_checkpointing=True, callbacks=[checkpoints]
         )
         data = GymData(num_envs=2, rollouts_per_epoch=2, eval_episodes=1)
@@ -364,7 +350,7 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
     model = PPO(
         **MODELS.entry("ppo").test_kwargs, normalize_obs=True, normalize_reward=True, target_kl=0.01
     )
-    trainer = _trainer(
+    trainer = quiet_trainer(
         tmp_path,
         strategy="ddp_spawn",
         devices=2,

@@ -2,7 +2,7 @@
 `--ckpt_path last` ends with the same weights, optimizer state and logged metrics, bit for bit,
 as the same command run without interruption. One model of each family, each with what it
 draws at random: shuffling (length-bucketed for translation), dropout, augmentation,
-environments."""
+environments, the EBM's replay buffer and Langevin noise."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ CASES = {
     ),
     "cnn": (
         "lenet",
-        (*DIGITS_28PX, "--data.augment=true", "--data.max_shift=2", "--model.scheduler=onecycle",
-         "--trainer.max_epochs=2", "--last_checkpoint.every_n_train_steps=8",
+        (*DIGITS_28PX, "--data.augment=true", "--data.max_shift=2",
+         "--model.lr_scheduler=lit_modules.optimization.OneCycle", "--trainer.max_epochs=2", "--last_checkpoint.every_n_train_steps=8",
          "--trainer.log_every_n_steps=4"),
         27,  # epoch 1, after the step-24 checkpoint
     ),
@@ -71,6 +71,14 @@ CASES = {
          "--data.eval_episodes=2", "--trainer.max_epochs=3",
          "--last_checkpoint.every_n_train_steps=12", "--trainer.log_every_n_steps=3"),
         7,  # epoch 1, after the step-24 checkpoint (4 optimizer steps a rollout)
+    ),
+    "ebm": (
+        "ebm",
+        ("--data=digits", "--data.value_range=[-1,1]", "--model.channels=[4,4]",
+         "--model.hidden=8", "--model.langevin_steps=2", "--model.langevin_steps_final=4",
+         "--model.buffer_size=96", "--model.sample_steps=2", "--trainer.max_epochs=2",
+         "--last_checkpoint.every_n_train_steps=5", "--trainer.log_every_n_steps=3"),
+        12,  # mid-epoch 0, after the step-10 checkpoint: the replay buffer and its generators
     ),
     "translation": (
         "transformer",
