@@ -211,8 +211,12 @@ class ZooModule(ZooBase):
         """
         super().__init__()
         self.optimizer_factory = checked_optimizer(optimizer, lr, lr_scheduler)
-        if isinstance(self.optimizer_factory, OptimizerSpec):  # from a lambda: record plainly
+        # Recorded as plain values (a class or lambda would make the checkpoint need
+        # torch.load(weights_only=False)), as LightningCLI records it.
+        if isinstance(self.optimizer_factory, OptimizerSpec):
             self.record_hyperparameter("optimizer", self.optimizer_factory.record())
+        elif isinstance(self.optimizer_factory, type):
+            self.record_hyperparameter("optimizer", OptimizerSpec(optimizer, {}).record())
         self.lr_scheduler_factory = lr_scheduler
 
     def configure_optimizers(self) -> Any:

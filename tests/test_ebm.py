@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import quiet_trainer
+from conftest import quiet_trainer, run_cli
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -19,7 +19,6 @@ from torchmetrics.classification import BinaryAUROC
 from callbacks import LangevinPictures
 from datamodules.images import DigitsData, MNISTData
 from lit_modules.base import HyperparameterError
-from lit_modules.cnn.classic import LeNet
 from lit_modules.ebm import (
     EBM,
     ReplayBuffer,
@@ -306,12 +305,15 @@ def test_predict_noise_replaces_the_test_set() -> None:
 
 @pytest.fixture(scope="module")
 def judge_ckpt(tmp_path_factory) -> str:
-    """A LeNet trained for a few batches on MNIST and saved as the CLI would save it."""
-    path = tmp_path_factory.mktemp("judge") / "judge.ckpt"
-    trainer = quiet_trainer(path.parent, max_steps=3, limit_val_batches=1)
-    trainer.fit(LeNet(activation="relu", pooling="max"), MNISTData(batch_size=32, val_size=64))
-    trainer.save_checkpoint(path)
-    return str(path)
+    """A LeNet trained for a few batches on MNIST by `cli.py fit`, as the README trains the judge."""
+    directory = tmp_path_factory.mktemp("judge")
+    fit = run_cli(
+        "fit", "--model=lenet", "--model.activation=relu", "--model.pooling=max", "--data=mnist",
+        "--data.batch_size=32", "--data.val_size=64", "--trainer.max_steps=3",
+        "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", cwd=directory,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    return str(directory / "runs" / "lenet" / "version_0" / "checkpoints" / "last.ckpt")
 
 
 def test_fit_pictures_predict_and_judged_test(tmp_path, judge_ckpt) -> None:
