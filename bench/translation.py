@@ -116,7 +116,8 @@ def train(model: str, minutes: float, marks: list[float], beam_size: int) -> dic
     directory.mkdir(parents=True, exist_ok=True)
     gflops = matmul_flops() / 1e9
     clock = TrainingClock([m for m in marks if m < minutes], directory)
-    budget = time.strftime("%d:%H:%M:%S", time.gmtime(minutes * 60))
+    seconds = round(minutes * 60)
+    budget = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"  # DD:HH:MM:SS
     cli = LitzooCLI(
         ["--config", recipe(model), f"--trainer.max_time={budget}", "--trainer.max_epochs=-1",
          *QUIET],
