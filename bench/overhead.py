@@ -89,13 +89,16 @@ def measure(name: str, model_args: list[str], epochs: int, repeats: int) -> str:
             litzoo_times.append(seconds)
             litzoo_acc = float(cli.trainer.callback_metrics["val/acc"])
             hp = cli.model.hparams
-            init_args = {
-                k: v for k, v in hp.items() if not k.startswith("_")
-            }  # drop the CLI's bookkeeping
+            init_args = {  # the architecture's settings: no CLI bookkeeping, no optimizer spec
+                k: v
+                for k, v in hp.items()
+                if not k.startswith("_") and k not in ("optimizer", "lr_scheduler")
+            }
+            momentum = hp.optimizer["init_args"].get("momentum", 0.0)
             twin = type(cli.model)(**init_args).net  # same architecture and init scheme, untrained
             start = time.perf_counter()
             plain_acc = plain_loop(
-                twin, cli.datamodule, epochs, cli.datamodule.batch_size, hp.lr, hp.momentum
+                twin, cli.datamodule, epochs, cli.datamodule.batch_size, hp.lr, momentum
             )
             plain_times.append(time.perf_counter() - start)
             bare_times.append(bare_fit(type(cli.model)(**init_args), cli.datamodule, epochs))

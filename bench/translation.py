@@ -14,6 +14,7 @@ Training results are kept in runs/bench_translation/results.json as each model f
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -153,8 +154,7 @@ def train(model: str, minutes: float, marks: list[float], beam_size: int) -> dic
 def plain_loop_seconds(cli: LitzooCLI, steps: int) -> float:
     """The same model, batches, optimizer, schedule and gradient clipping as the fit, in a
     hand-written loop."""
-    model = type(cli.model)(**cli.model.hparams)
-    model.load_state_dict(cli.model.state_dict())
+    model = copy.deepcopy(cli.model)  # its hyperparameters hold optimizer specs, not callables
     model.train()
     optimizers = model.configure_optimizers()
     optimizer, schedule = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]

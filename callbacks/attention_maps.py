@@ -7,7 +7,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.plotting import pyplot
 
@@ -29,9 +28,9 @@ class AttentionMaps(L.Callback):
         self.min_words = min_words
         self.max_words = max_words
 
-    @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         data = trainer.datamodule
         val = data.splits["val"]
@@ -43,7 +42,7 @@ class AttentionMaps(L.Callback):
         src = val.src[rows][:, : int(src_len.max())].to(pl_module.device)
         translation = pl_module.translate(src, src_len)
         weights = pl_module.cross_attention(src, src_len, translation)
-        directory = Path(trainer.log_dir or ".") / "attention"
+        directory = Path(log_dir or ".") / "attention"
         directory.mkdir(parents=True, exist_ok=True)
         for i in range(len(rows)):
             source = [data.vocabs[0].tokens[t] for t in src[i, : int(src_len[i])].tolist()]

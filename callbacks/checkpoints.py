@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from callbacks.interrupts import FitInterrupted, SignalTrap
 from datamodules.download import atomic_file
+from registry import ConfigurationError
 
 
 class LatestCheckpoint(ModelCheckpoint):
@@ -40,7 +41,7 @@ class LatestCheckpoint(ModelCheckpoint):
                 after every epoch only.
         """
         if every_n_train_steps is not None and every_n_train_steps < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"every_n_train_steps must be >= 1 or None (epochs only), got {every_n_train_steps}"
             )
         super().__init__(
@@ -123,5 +124,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not _is_local_file_protocol(str(path)):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        with atomic_file(Path(path), suffix=".tmp") as out:
-            torch.save(checkpoint, out)
+        target = Path(path)
+        try:
+            with atomic_file(target, suffix=".tmp") as out:
+                torch.save(checkpoint, out)
+        except OSError as err:  # a full disk says nothing of where: name the checkpoint
+            raise OSError(err.errno, err.strerror or str(err), str(target)) from err
+
+
+def read_checkpoint_record(path: Path) -> dict[str, dict[str, Any]]:
+    """A checkpoint's model and datamodule hyperparameters (with LightningCLI's
+    `_class_path`), memory-mapped so its weights are not read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise ConfigurationError(f"{path} is not a readable Lightning checkpoint: {err}") from err
+    return {k: checkpoint.get(k) or {} for k in ("hyper_parameters", "datamodule_hyper_parameters")}
+
+
+def newest_checkpoint(run_dirs: Path, which: str, data: str | None = None) -> Path | None:
+    """The newest ``<which>.ckpt`` (last or best) of the runs under `run_dirs`
+    (``runs/<model>``), among those trained on the datamodule class `data` if given."""
+    found = sorted(
+        [
+            *run_dirs.glob(f"version_*/checkpoints/{which}.ckpt"),
+            *run_dirs.glob(f"checkpoints/{which}.ckpt"),
+        ],
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for path in found:
+        if data in (
+            None,
+            read_checkpoint_record(path)["datamodule_hyper_parameters"].get("_class_path"),
+        ):
+            return path
+    return None

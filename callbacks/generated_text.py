@@ -41,9 +41,10 @@ class GeneratedTextWriter(BasePredictionWriter):
                 "a text datamodule such as time_machine"
             )
         texts = [decode(row) for row in prediction.tolist()]
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
-        run_dir = Path(trainer.log_dir or ".")
+        run_dir = Path(log_dir or ".")
         run_dir.mkdir(parents=True, exist_ok=True)
         show = trainer.progress_bar_callback.print if trainer.progress_bar_callback else print
         with open(run_dir / self.filename, "a", encoding="utf-8") as f:

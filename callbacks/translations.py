@@ -37,9 +37,10 @@ class TranslationWriter(BasePredictionWriter):
             parts: list[dict[int, str]] = [{} for _ in range(dist.get_world_size())]
             dist.all_gather_object(parts, rows)
             rows = {index: text for part in parts for index, text in part.items()}
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
-        path = Path(trainer.log_dir or ".") / self.filename
+        path = Path(log_dir or ".") / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         show = trainer.progress_bar_callback.print if trainer.progress_bar_callback else print
         with open(path, "w", encoding="utf-8") as f:

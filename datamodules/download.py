@@ -28,6 +28,8 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from registry import ConfigurationError
+
 DATA_ENV = "LITZOO_DATA"
 MIRROR_ENV = "LITZOO_MIRROR"
 CHUNK = 1 << 20
@@ -36,7 +38,7 @@ CHUNK = 1 << 20
 ABANDONED_AFTER_S = 24 * 3600
 
 
-class DataError(RuntimeError):
+class DataError(ConfigurationError):
     """A dataset file is missing, corrupt or cannot be fetched; the message says what to do."""
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 
-from registry import register_datamodule
+from registry import ConfigurationError, register_datamodule
 
 # Seed streams: the same `seed` gives unrelated episodes in training and in each evaluation.
 STREAMS = {"fit": 0, "validate": 1, "test": 2, "predict": 3}
@@ -115,7 +115,9 @@ class EpisodeLoader:
 
 
 @register_datamodule(
-    "gym", test_kwargs={"env_id": "CartPole-v1", "num_envs": 2, "eval_episodes": 2}
+    "gym",
+    kind="environments",
+    test_kwargs={"env_id": "CartPole-v1", "num_envs": 2, "eval_episodes": 2},
 )
 class GymData(L.LightningDataModule):
     """Seeded gymnasium vector environments: rollouts to train on, episodes to evaluate.
@@ -154,7 +156,7 @@ class GymData(L.LightningDataModule):
             ("predict_episodes", predict_episodes),
         ):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigurationError(f"{name} must be >= 1, got {value}")
         self.env_id = env_id
         self.num_envs = num_envs
         self.seed = seed
@@ -171,12 +173,16 @@ class GymData(L.LightningDataModule):
         try:
             env = gym.make(self.env_id)
         except gym.error.Error as err:
-            raise ValueError(f"cannot make gymnasium environment {self.env_id!r}: {err}") from err
+            raise ConfigurationError(
+                f"cannot make gymnasium environment {self.env_id!r}: {err}"
+            ) from err
         env.close()
         if not isinstance(env.observation_space, gym.spaces.Box):
-            raise ValueError(f"{self.env_id}: only Box observation spaces are supported")
+            raise ConfigurationError(f"{self.env_id}: only Box observation spaces are supported")
         if not isinstance(env.action_space, gym.spaces.Discrete | gym.spaces.Box):
-            raise ValueError(f"{self.env_id}: only Discrete or Box action spaces are supported")
+            raise ConfigurationError(
+                f"{self.env_id}: only Discrete or Box action spaces are supported"
+            )
         return env.observation_space, env.action_space
 
     @property

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from datamodules.download import DataError, RemoteFile, fetch_all
 from datamodules.in_memory import InMemoryDataModule, TensorBatches, random_split_indices
 from datamodules.seeding import derive_seed, run_seed
-from registry import register_datamodule
+from registry import ConfigurationError, register_datamodule
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -79,15 +79,15 @@ class ImageClassificationData(InMemoryDataModule):
         self.predict_images = predict_images
         self.augment = augment
         if not 0 <= max_shift < min(self.image_shape[1:]):
-            raise ValueError(
+            raise ConfigurationError(
                 f"max_shift must be from 0 (flips only) to less than the image side "
                 f"{min(self.image_shape[1:])} pixels, got {max_shift}"
             )
         self.max_shift = max_shift
         if val_size < 1:
-            raise ValueError(f"val_size must be >= 1, got {val_size}")
+            raise ConfigurationError(f"val_size must be >= 1, got {val_size}")
         if resize is not None and resize < 1:
-            raise ValueError(f"resize must be a positive side length or None, got {resize}")
+            raise ConfigurationError(f"resize must be a positive side length or None, got {resize}")
         self.val_size = val_size
         self.resize = resize
 
@@ -124,7 +124,7 @@ class ImageClassificationData(InMemoryDataModule):
             return
         x_train, y_train, x_test, y_test = self.load()
         if self.val_size >= len(x_train):
-            raise ValueError(
+            raise ConfigurationError(
                 f"val_size={self.val_size} leaves no training images out of {len(x_train)}"
             )
         train_idx, val_idx = random_split_indices(
@@ -222,7 +222,9 @@ def _idx_files(dataset: str, base_url: str, sha256: dict[str, str]) -> tuple[Rem
     return tuple(RemoteFile(dataset, name, base_url + name, sha256[name]) for name in names)
 
 
-@register_datamodule("fashion_mnist", test_kwargs={"batch_size": 32, "val_size": 256})
+@register_datamodule(
+    "fashion_mnist", kind="images", test_kwargs={"batch_size": 32, "val_size": 256}
+)
 class FashionMNISTData(IDXImageData):
     """Fashion-MNIST (Zalando): 60k/10k 28x28 grey images of 10 clothing classes."""
 
@@ -250,7 +252,7 @@ class FashionMNISTData(IDXImageData):
     )
 
 
-@register_datamodule("mnist", test_kwargs={"batch_size": 32, "val_size": 256})
+@register_datamodule("mnist", kind="images", test_kwargs={"batch_size": 32, "val_size": 256})
 class MNISTData(IDXImageData):
     """MNIST handwritten digits (LeCun, Cortes & Burges): 60k/10k 28x28 grey images."""
 
@@ -267,7 +269,7 @@ class MNISTData(IDXImageData):
     )
 
 
-@register_datamodule("digits", test_kwargs={"batch_size": 32})
+@register_datamodule("digits", kind="images", test_kwargs={"batch_size": 32})
 class DigitsData(ImageClassificationData):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images): embedded, no download.
     A fixed-seed test split is held out first, then val is carved from the rest."""

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from datamodules.seeding import run_seed
+from registry import ConfigurationError
 
 
 class TensorBatches(Dataset):
@@ -126,7 +127,9 @@ def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 def random_split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
     """Disjoint index sets of the given sizes, fixed by `seed`."""
     if sum(sizes) > n:
-        raise ValueError(f"splits of sizes {list(sizes)} need {sum(sizes)} samples, only {n} exist")
+        raise ConfigurationError(
+            f"splits of sizes {list(sizes)} need {sum(sizes)} samples, only {n} exist"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return list(torch.split(order[: sum(sizes)], list(sizes)))
 
@@ -137,7 +140,7 @@ class InMemoryDataModule(L.LightningDataModule):
     def __init__(self, batch_size: int, seed: int = 0) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.seed = seed
         self.splits: dict[str, TensorBatches] = {}

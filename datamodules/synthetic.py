@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from datamodules.in_memory import InMemoryDataModule, TensorBatches
-from registry import register_datamodule
+from registry import ConfigurationError, register_datamodule
 
 
-@register_datamodule("synthetic_regression", test_kwargs={"num_train": 64, "num_val": 64})
+@register_datamodule(
+    "synthetic_regression", kind="tabular", test_kwargs={"num_train": 64, "num_val": 64}
+)
 class SyntheticRegressionData(InMemoryDataModule):
     """Gaussian features, a known linear map and Gaussian noise; embedded, no download."""
 
@@ -36,7 +38,7 @@ class SyntheticRegressionData(InMemoryDataModule):
         """
         super().__init__(batch_size=batch_size, seed=seed)
         if min(num_train, num_val, num_test) < 1:
-            raise ValueError("num_train, num_val and num_test must all be >= 1")
+            raise ConfigurationError("num_train, num_val and num_test must all be >= 1")
         self.w = torch.tensor(w, dtype=torch.float32)
         self.b = float(b)
         self.noise = noise

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.download import DataError, RemoteFile, fetch
 from datamodules.in_memory import InMemoryDataModule, TensorBatches
-from registry import register_datamodule
+from registry import ConfigurationError, register_datamodule
 
 TokenKind = Literal["char", "word"]
 
@@ -93,7 +93,9 @@ def _first(items: list[Any]) -> Any:
 
 
 @register_datamodule(
-    "time_machine", test_kwargs={"batch_size": 128, "num_steps": 8, "max_tokens": 6000}
+    "time_machine",
+    kind="token_windows",
+    test_kwargs={"batch_size": 128, "num_steps": 8, "max_tokens": 6000},
 )
 class TimeMachineData(InMemoryDataModule):
     """H. G. Wells' The Time Machine as next-token windows (d2l 9.2-9.3), split by position.
@@ -139,26 +141,26 @@ class TimeMachineData(InMemoryDataModule):
         """
         super().__init__(batch_size=batch_size)
         if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+            raise ConfigurationError(f"num_steps must be >= 1, got {num_steps}")
         if token not in ("char", "word"):
-            raise ValueError(f"token must be 'char' or 'word', got {token!r}")
+            raise ConfigurationError(f"token must be 'char' or 'word', got {token!r}")
         if min_freq < 1:
-            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+            raise ConfigurationError(f"min_freq must be >= 1, got {min_freq}")
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
-            raise ValueError(
+            raise ConfigurationError(
                 "val_fraction and test_fraction must be > 0 and sum to < 1, got "
                 f"{val_fraction} and {test_fraction}"
             )
         if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+            raise ConfigurationError(f"max_tokens must be >= 1 or None, got {max_tokens}")
         if eval_stride < 1:
-            raise ValueError(f"eval_stride must be >= 1, got {eval_stride}")
+            raise ConfigurationError(f"eval_stride must be >= 1, got {eval_stride}")
         if num_chars < 1 or num_samples < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"num_chars and num_samples must be >= 1, got {num_chars}, {num_samples}"
             )
         if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+            raise ConfigurationError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
         self.num_steps = num_steps
         self.token = token
         self.min_freq = min_freq
@@ -194,7 +196,7 @@ class TimeMachineData(InMemoryDataModule):
             }
             for split, part in parts.items():
                 if len(part) <= self.num_steps:
-                    raise ValueError(
+                    raise ConfigurationError(
                         f"the {split} part has {len(part)} tokens, too few for one window of "
                         f"num_steps={self.num_steps}; use more text (max_tokens) or fewer steps"
                     )
@@ -228,7 +230,7 @@ class TimeMachineData(InMemoryDataModule):
         """Token ids of `prefix` after the book's normalization; unknown tokens become <unk>."""
         text = normalize(prefix)
         if not text.strip():
-            raise ValueError(
+            raise ConfigurationError(
                 f"prefix {prefix!r} has no letters, and normalization keeps letters only"
             )
         return self.vocab.encode(tokenize(text, self.token))

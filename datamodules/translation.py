@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.download import DataError, RemoteFile, fetch
 from datamodules.in_memory import InMemoryDataModule, TensorIndexBatches
 from datamodules.text import Vocab
-from registry import register_datamodule
+from registry import ConfigurationError, register_datamodule
 
 FRA_ENG = RemoteFile(
     "fra-eng",
@@ -186,6 +186,7 @@ class BucketBatches(TensorIndexBatches):
 
 @register_datamodule(
     "fra_eng",
+    kind="translation_pairs",
     test_kwargs={"max_pairs": 600, "batch_size": 32, "val_bleu_size": 16, "num_steps": 10},
 )
 class FraEngData(InMemoryDataModule):
@@ -238,20 +239,20 @@ class FraEngData(InMemoryDataModule):
             "beam_size": beam_size,
         }.items():
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigurationError(f"{name} must be >= 1, got {value}")
         if max_pairs is not None and max_pairs < 2:
-            raise ValueError(f"max_pairs must be >= 2 or None (all), got {max_pairs}")
+            raise ConfigurationError(f"max_pairs must be >= 2 or None (all), got {max_pairs}")
         if not (val_fraction > 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
-            raise ValueError(
+            raise ConfigurationError(
                 "val_fraction must be > 0, test_fraction >= 0, and together < 1; got "
                 f"{val_fraction} and {test_fraction}"
             )
         if val_bleu_size < 0:
-            raise ValueError(f"val_bleu_size must be >= 0, got {val_bleu_size}")
+            raise ConfigurationError(f"val_bleu_size must be >= 0, got {val_bleu_size}")
         if length_penalty < 0:
-            raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+            raise ConfigurationError(f"length_penalty must be >= 0, got {length_penalty}")
         if sentences is not None and sentences_file is not None:
-            raise ValueError("give --data.sentences or --data.sentences_file, not both")
+            raise ConfigurationError("give --data.sentences or --data.sentences_file, not both")
         self.num_steps = num_steps
         self.min_freq = min_freq
         self.max_pairs = max_pairs

@@ -1,9 +1,21 @@
-"""Shared bases: optimizer and schedule from hyperparameters, checkpoints that know which class
-wrote them, and a classifier base that makes a new image classifier a few lines."""
+"""Shared bases. Each thing a model inherits is a small class of its own, so a reader sees what
+it gets and why:
+
+- `EvaluationMetrics`: torchmetrics declared once, accumulated over the whole validation or
+  test set and logged once per epoch;
+- `LoggingCadence`: training values logged only on the steps the logger writes;
+- `CheckpointGuard`: a checkpoint of another model, or whose weights do not fit, is refused
+  with the reason;
+- `CheapHookNames`: a speed fix for Lightning's per-hook bookkeeping;
+- `ZooBase` puts the four together and saves the hyperparameters (PPO, which runs its own
+  optimization, builds on it);
+- `ZooModule` adds the optimizer and schedule chosen by arguments (`lit_modules.optimization`);
+- `ClassifierModule` adds cross-entropy and accuracy, so a new image classifier is a few lines.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -13,32 +25,42 @@ from torch.nn.parameter import is_lazy
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-OptimizerName = Literal["sgd", "adam", "adamw"]
-SchedulerName = Literal["constant", "cosine", "onecycle", "inverse_sqrt"]
+from lit_modules.optimization import (
+    LRSchedulerCallable,
+    OptimizerFactory,
+    OptimizerSpec,
+    build_lr_scheduler,
+    build_optimizer,
+    checked_optimizer,
+)
+from registry.checks import (
+    ConfigurationError,
+    check_non_negative,
+    check_positive,
+    check_probability,
+)
 
+# Older names of the shared checks, kept for the models that import them from here.
+HyperparameterError = ConfigurationError
+check_dropout = check_probability
 
-class HyperparameterError(ValueError):
-    """A hyperparameter outside its valid range; the message names it and the range."""
-
-
-def check_positive(**values: float) -> None:
-    """Raise a HyperparameterError naming the first hyperparameter that is not > 0."""
-    for name, value in values.items():
-        if not value > 0:
-            raise HyperparameterError(f"{name} must be > 0, got {value}")
-
-
-def check_non_negative(**values: float) -> None:
-    for name, value in values.items():
-        if value < 0:
-            raise HyperparameterError(f"{name} must be >= 0, got {value}")
-
-
-def check_dropout(**values: float) -> None:
-    """Raise a HyperparameterError naming the first dropout probability outside [0, 1)."""
-    for name, value in values.items():
-        if not 0.0 <= value < 1.0:
-            raise HyperparameterError(f"{name} must be in [0, 1), got {value}")
+__all__ = [
+    "CheapHookNames",
+    "CheckpointGuard",
+    "CheckpointMismatchError",
+    "ClassifierModule",
+    "ConfigurationError",
+    "EvaluationMetrics",
+    "HyperparameterError",
+    "LoggingCadence",
+    "ZooBase",
+    "ZooModule",
+    "check_dropout",
+    "check_non_negative",
+    "check_positive",
+    "check_probability",
+    "mean_metric",
+]
 
 
 def mean_metric() -> MeanMetric:
@@ -47,40 +69,15 @@ def mean_metric() -> MeanMetric:
     return MeanMetric(nan_strategy=float("nan"))
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint written by a different model class than the one loading it."""
+class CheckpointMismatchError(ConfigurationError):
+    """A checkpoint written by another model class, or whose weights do not fit this model."""
 
 
-class ZooModule(L.LightningModule):
-    """Base of every litzoo model: typed hyperparameters saved with the checkpoint, the
-    optimizer and LR schedule chosen by them, and a guard against loading another model's
-    checkpoint."""
+class EvaluationMetrics(L.LightningModule):
+    """Validation and test metrics declared once, logged once per epoch over the whole set."""
 
-    def __init__(
-        self,
-        lr: float = 0.1,
-        optimizer: OptimizerName = "sgd",
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        scheduler: SchedulerName = "constant",
-        warmup_steps: int = 4000,
-    ) -> None:
-        """
-        Args:
-            lr: learning rate (the peak rate for the onecycle schedule).
-            optimizer: sgd, adam or adamw.
-            momentum: SGD momentum (ignored by adam/adamw).
-            weight_decay: L2 penalty (decoupled for adamw).
-            scheduler: constant, cosine (annealed to 0 per step), onecycle, or inverse_sqrt (the
-                Transformer paper's: a linear warm-up to lr over warmup_steps, then lr times
-                sqrt(warmup_steps / step); it needs no planned length, so a run stopped at any
-                time has followed the same schedule).
-            warmup_steps: inverse_sqrt's warm-up length in optimizer steps.
-        """
+    def __init__(self) -> None:
         super().__init__()
-        check_positive(lr=lr, warmup_steps=warmup_steps)
-        check_non_negative(momentum=momentum, weight_decay=weight_decay)
-        self.save_hyperparameters()
         # Per stage ("val", "test"), the metrics that `set_evaluation_metrics` declared.
         self.evaluation_metrics = nn.ModuleDict()
 
@@ -107,64 +104,34 @@ class ZooModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_evaluation_metrics("test")
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        """Lightning sets `_current_fx_name` before and after every hook call, about forty
-        times a training step; nn.Module's __setattr__ searches parameters, buffers and
-        submodules each time, which costs more than a small model's whole step. That plain
-        string attribute is stored directly."""
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(
-                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
-        elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.scheduler == "constant":
-            return opt
-        if hp.scheduler == "inverse_sqrt":
-            warmup = hp.warmup_steps
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda step: min((step + 1) / warmup, (warmup / (step + 1)) ** 0.5)
-            )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-        steps = int(self.trainer.estimated_stepping_batches)
-        if hp.scheduler == "cosine":
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        else:
-            schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+class LoggingCadence(L.LightningModule):
+    """Training values logged only on the batches the logger writes: Lightning's per-call
+    logging machinery costs more than a small model's whole step."""
 
     def is_logging_step(self, step: int) -> bool:
-        """Whether training batch `step` (counted from 0) logs: the batches the logger writes
-        (every `log_every_n_steps`-th) and the first, so the progress bar has values at once.
-        Lightning's per-call logging machinery costs more than a small model's whole step, so
-        modules log only on these batches."""
+        """Whether training batch `step` (counted from 0) logs: every `log_every_n_steps`-th
+        and the first, so the progress bar has values at once."""
         every = self.trainer.log_every_n_steps
         return step == 0 or (bool(every) and (step + 1) % every == 0)
 
     def log_train_loss(self, loss: torch.Tensor) -> None:
-        """Log `train/loss` on the logging steps (see `is_logging_step`)."""
+        """Log `train/loss` on the logging steps."""
         if self.is_logging_step(self.global_step):
             self.log("train/loss", loss)
+
+
+class CheckpointGuard(L.LightningModule):
+    """Refuses a checkpoint that another model class wrote (LightningCLI records the class in
+    the hyperparameters as `_class_path`) or whose weights do not fit, naming the reason,
+    instead of torch's key and size-mismatch lists."""
 
     @classmethod
     def class_path(cls) -> str:
         return f"{cls.__module__}.{cls.__qualname__}"
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["litzoo_class_path"] = self.class_path()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("litzoo_class_path")
+        saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
         if saved is not None and saved != self.class_path():
             raise CheckpointMismatchError(
                 f"this checkpoint was written by {saved}, not {self.class_path()}: load it with "
@@ -173,9 +140,6 @@ class ZooModule(L.LightningModule):
         self._check_weights_fit(checkpoint)
 
     def _check_weights_fit(self, checkpoint: dict[str, Any]) -> None:
-        """Name the hyperparameters behind weights that are missing, extra or of the wrong
-        shape (a different dataset, vocabulary or architecture setting, say) instead of leaving
-        torch's key and size-mismatch lists to decode."""
         own, saved_weights = self.state_dict(), checkpoint.get("state_dict", {})
         wrong = sorted(set(own) ^ set(saved_weights)) + [
             key
@@ -196,6 +160,73 @@ class ZooModule(L.LightningModule):
             f"{', '.join(differ) or 'other data or another version of this model'}. Pass the "
             "settings it was trained with (its run directory's config.yaml has them)."
         )
+
+
+class CheapHookNames(L.LightningModule):
+    """Lightning sets `_current_fx_name` before and after every hook call, about forty times a
+    training step; nn.Module's __setattr__ searches parameters, buffers and submodules each
+    time, which costs more than a small model's whole step. That plain string attribute is
+    stored directly."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+class ZooBase(EvaluationMetrics, LoggingCadence, CheckpointGuard, CheapHookNames):
+    """What every litzoo model inherits (the classes above); its typed `__init__` arguments
+    are saved as hyperparameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def record_hyperparameter(self, name: str, value: Any) -> None:
+        """Record `value` as hyperparameter `name` in place of what was passed: an equal record
+        of a lambda default, which neither pickles (ddp_spawn) nor loads from a checkpoint."""
+        if name in self.hparams:
+            self.hparams[name] = self._hparams_initial[name] = value
+
+
+class ZooModule(ZooBase):
+    """A model trained by one optimizer, chosen with its schedule by `__init__` arguments
+    (see `lit_modules.optimization`)."""
+
+    def __init__(
+        self,
+        lr: float = 0.1,
+        optimizer: OptimizerFactory = torch.optim.SGD,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        """
+        Args:
+            lr: learning rate (the peak rate of a one-cycle schedule).
+            optimizer: a torch optimizer, called with the parameters and lr; its other
+                arguments are options: --model.optimizer AdamW --model.optimizer.weight_decay 0.05.
+            lr_scheduler: a learning-rate schedule, called with the optimizer; None keeps lr
+                constant. lit_modules.optimization.OneCycle and CosineAnnealing span the fit,
+                InverseSqrt warms up and decays.
+        """
+        super().__init__()
+        self.optimizer_factory = checked_optimizer(optimizer, lr, lr_scheduler)
+        if isinstance(self.optimizer_factory, OptimizerSpec):  # from a lambda: record plainly
+            self.record_hyperparameter("optimizer", self.optimizer_factory.record())
+        self.lr_scheduler_factory = lr_scheduler
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.optimizer_factory, self.parameters(), self.hparams.lr)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": build_lr_scheduler(
+                self.lr_scheduler_factory,
+                optimizer,
+                total_steps=lambda: int(self.trainer.estimated_stepping_batches),
+            ),
+        }
 
 
 class ClassifierModule(ZooModule):

@@ -16,6 +16,7 @@ from lit_modules.base import (
     check_positive,
     mean_metric,
 )
+from lit_modules.optimization import OptimizerFactory
 from registry import register_model
 
 
@@ -91,15 +92,19 @@ class SoftmaxRegression(ClassifierModule):
     0.80); configs/linear/softmax_regression.yaml is d2l's plain recipe."""
 
     def __init__(
-        self, num_inputs: int = 784, lr: float = 0.1, momentum: float = 0.9, **kwargs: Any
+        self,
+        num_inputs: int = 784,
+        lr: float = 0.1,
+        optimizer: OptimizerFactory = lambda params, lr: torch.optim.SGD(params, lr, momentum=0.9),
+        **kwargs: Any,
     ) -> None:
         """
         Args:
             num_inputs: flattened input size (the CLI takes it from the data).
             lr: learning rate.
-            momentum: SGD momentum.
+            optimizer: SGD with momentum 0.9.
         """
-        super().__init__(lr=lr, momentum=momentum, **kwargs)
+        super().__init__(lr=lr, optimizer=optimizer, **kwargs)
         check_positive(num_inputs=num_inputs)
         self.net = mlp(num_inputs, [], self.hparams.num_classes)
         output = self.net[-1]

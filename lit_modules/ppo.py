@@ -21,7 +21,13 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
 from callbacks import EpisodeGif
-from lit_modules.base import HyperparameterError, ZooModule, check_non_negative, check_positive
+from lit_modules.base import HyperparameterError, ZooBase, check_non_negative, check_positive
+from lit_modules.optimization import (
+    OptimizerFactory,
+    OptimizerSpec,
+    build_optimizer,
+    checked_optimizer,
+)
 from registry import register_model
 
 # What the updates log (as train/<name>): means over the minibatch steps of the rollouts since
@@ -300,7 +306,7 @@ class EnvState:
     },
     test_data_kwargs={"env_id": "CartPole-v1"},
 )
-class PPO(ZooModule):
+class PPO(ZooBase):
     """Proximal Policy Optimization: GAE, clipped or adaptive-KL objective, value baseline.
 
     Categorical policy for discrete actions, Gaussian with a state-independent log-std for
@@ -335,6 +341,9 @@ class PPO(ZooModule):
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
         lr: float = 2.5e-4,
+        optimizer: OptimizerFactory = lambda params, lr: torch.optim.Adam(
+            params, lr, eps=1e-5, fused=True
+        ),
         anneal_lr: bool = True,
         anneal_clip: bool = False,
     ) -> None:
@@ -365,13 +374,18 @@ class PPO(ZooModule):
             entropy_coef: weight of the entropy bonus.
             max_grad_norm: global gradient-norm clip.
             target_kl: stop a rollout's update epochs once an epoch's approx. KL exceeds this.
-            lr: Adam learning rate (eps 1e-5).
+            lr: learning rate.
+            optimizer: called with the parameters and lr; Adam with eps 1e-5 (fused) as the
+                PPO baselines.
             anneal_lr: decay the learning rate linearly to 0 over the fit's rollouts
                 (max_epochs x rollouts per epoch, fewer if max_steps ends the fit first).
             anneal_clip: decay clip_coef linearly to 0 the same way (rl-baselines3-zoo's
                 `clip_range: lin_0.2`).
         """
-        super().__init__(lr=lr, optimizer="adam")
+        super().__init__()
+        self.optimizer_factory = checked_optimizer(optimizer, lr)
+        if isinstance(self.optimizer_factory, OptimizerSpec):  # from a lambda: record plainly
+            self.record_hyperparameter("optimizer", self.optimizer_factory.record())
         hidden_sizes = [64, 64] if hidden_sizes is None else list(hidden_sizes)
         check_positive(
             obs_dim=obs_dim, action_dim=action_dim, rollout_steps=rollout_steps,
@@ -412,8 +426,9 @@ class PPO(ZooModule):
     # ------------------------------------------------------- before the first rollout: schedules
 
     def configure_optimizers(self) -> Any:
-        """Adam (eps 1e-5, as the PPO baselines) with a learning rate stepped once per rollout."""
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5, fused=True)
+        """The optimizer (Adam, eps 1e-5, by default) with a learning rate stepped once per
+        rollout."""
+        optimizer = build_optimizer(self.optimizer_factory, self.parameters(), self.hparams.lr)
         self._horizon = self._rollout_horizon()
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda rollout: self._remaining(rollout) if self.hparams.anneal_lr else 1.0

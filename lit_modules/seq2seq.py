@@ -26,13 +26,13 @@ from torchmetrics import Metric
 from callbacks import AttentionMaps, TranslationWriter
 from lit_modules.base import (
     HyperparameterError,
-    OptimizerName,
     ZooModule,
     check_dropout,
     check_positive,
     mean_metric,
 )
 from lit_modules.decoding import BOS, PAD, DecoderState, beam_search, greedy_search
+from lit_modules.optimization import OptimizerFactory
 from registry import register_model
 
 REGISTRATION = {"family": "seq2seq", "data": "fra_eng", "monitor": "val/bleu", "mode": "max"}
@@ -145,7 +145,7 @@ class Seq2SeqModule(ZooModule):
         label_smoothing: float = 0.0,
         adaptive_softmax_cutoffs: list[int] | None = None,
         lr: float = 0.005,
-        optimizer: OptimizerName = "adam",
+        optimizer: OptimizerFactory = torch.optim.Adam,
         **kwargs: Any,
     ) -> None:
         """
@@ -160,7 +160,7 @@ class Seq2SeqModule(ZooModule):
                 step's work on a CPU, and this cuts it several-fold. None: one full softmax
                 (d2l). Needs frequency-ordered target ids (fra_eng's are); no label smoothing.
             lr: learning rate (d2l: Adam, 0.005 for the GRU models, 0.001 for the Transformer).
-            optimizer: sgd, adam or adamw.
+            optimizer: a torch optimizer called with the parameters and lr (d2l: Adam).
         """
         super().__init__(lr=lr, optimizer=optimizer, **kwargs)
         check_positive(

@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from registry.checks import ConfigurationError, command_name
+
 T = TypeVar("T", bound=type)
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 
 
-class RegistryError(LookupError):
+class RegistryError(ConfigurationError, LookupError):
     """A name that is unknown, malformed or registered twice."""
 
     def __str__(self) -> str:  # LookupError would quote the message like a key
@@ -25,7 +27,11 @@ class RegistryError(LookupError):
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered class and what the CLI and the tests need to know about it."""
+    """A registered class and what the CLI and the tests need to know about it.
+
+    Models fill `data` (default datamodule), `monitor`/`mode` and `accepts` (data kinds; empty
+    means the kind of the default data). Datamodules fill `kind` (what their batches are) and
+    `dims` (attributes whose values the CLI passes to model arguments of the same name)."""
 
     name: str
     cls: type
@@ -33,6 +39,9 @@ class Entry:
     data: str | None = None
     monitor: str | None = None
     mode: str = "min"
+    accepts: tuple[str, ...] = ()
+    kind: str | None = None
+    dims: tuple[str, ...] = ()
     test_kwargs: dict[str, Any] = field(default_factory=dict)
     test_data_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -42,8 +51,9 @@ class Entry:
 
     @property
     def summary(self) -> str:
+        """The docstring's first paragraph on one line (a sentence is not cut at a line break)."""
         doc = inspect.getdoc(self.cls) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        return " ".join(doc.strip().split("\n\n")[0].split())
 
     @property
     def defined_at(self) -> str:
@@ -87,6 +97,15 @@ class Registry:
             )
         self._entries[entry.name] = entry
 
+    def registered(self) -> set[str]:
+        """The names registered so far, without loading plug-ins first."""
+        return set(self._entries)
+
+    def remove(self, names: set[str]) -> None:
+        """Drop entries (those of a plug-in that failed halfway through importing)."""
+        for name in names:
+            self._entries.pop(name, None)
+
     def _read(self) -> dict[str, Entry]:
         if self._before_read is not None:
             self._before_read()
@@ -110,16 +129,15 @@ class Registry:
             return entries[name]
         close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        listing = "list" if self.kind == "model" else "list --data"
         raise RegistryError(
-            f"unknown {self.kind} {name!r}.{hint} "
-            f"Run `python cli.py list{'' if self.kind == 'model' else ' --data'}` to see them all."
+            f"unknown {self.kind} {name!r}.{hint} Run `{command_name()} {listing}` to see them all."
         )
 
     def entry_for_class(self, cls_or_path: type | str) -> Entry | None:
-        """The entry registered for a class (or dotted class path), if any."""
-        path = cls_or_path if isinstance(cls_or_path, str) else None
+        """The entry registered for a class, a dotted class path or a class name, if any."""
         for entry in self._read().values():
-            if entry.cls is cls_or_path or entry.class_path == path:
+            if cls_or_path in (entry.cls, entry.class_path, entry.cls.__name__):
                 return entry
         return None
 

@@ -18,7 +18,7 @@ def test_a_diverging_learning_rate_stops_the_fit_with_a_clear_error(tmp_path: Pa
     )  # fmt: skip
     assert fit.returncode == 1, fit.stderr[-3000:]
     error = fit.stderr.strip().splitlines()[-1]
-    assert error.startswith("litzoo: error: ") and "NaN or infinite" in error
+    assert error.startswith("python cli.py: error: ") and "NaN or infinite" in error
     assert "--model.lr" in error and "no checkpoint had been written yet" in error
     assert "Traceback" not in fit.stderr
     assert not list((tmp_path / "runs").rglob("*.ckpt"))  # nothing diverged was saved

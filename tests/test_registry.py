@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 
 import pytest
+import torch
+from conftest import REPO
 
 import datamodules  # noqa: F401
 import lit_modules  # noqa: F401
+from lit_modules.cnn.classic import LeNet
 from registry import (
+    DATAMODULES,
     MODELS,
     PLUGINS_ENV,
-    PluginError,
+    ConfigurationError,
+    PluginWarning,
     Registry,
     RegistryError,
+    accepted_kinds,
+    check_data_fits,
     count_parameters,
     get_model,
     list_models,
     model_info,
+    plugin_failures,
+    plugins,
     register_model,
 )
-from registry.plugins import load_plugins
 
 
 class First:
@@ -55,11 +62,13 @@ def test_names_must_be_lowercase_identifiers(bad: str) -> None:
         Registry("model").register(bad)(First)
 
 
-def test_unknown_name_suggests_the_closest_and_how_to_list() -> None:
+@pytest.mark.parametrize(("argv0", "command"), [("cli.py", "python cli.py"), ("litzoo", "litzoo")])
+def test_unknown_name_suggests_the_closest_and_how_to_list(monkeypatch, argv0, command) -> None:
+    monkeypatch.setattr(sys, "argv", [argv0])  # messages name the command as it was invoked
     with pytest.raises(RegistryError) as err:
         MODELS.entry("softmax_regresion")
     assert "softmax_regression" in str(err.value)
-    assert "python cli.py list" in str(err.value)
+    assert f"`{command} list`" in str(err.value)
 
 
 def test_patterns_and_families_filter_sorted_names() -> None:
@@ -74,7 +83,7 @@ def test_get_model_passes_hyperparameters() -> None:
     model = get_model("mlp", hidden_sizes=[8, 4], dropout=0.1, lr=0.2)
     assert model.hparams.hidden_sizes == [8, 4]
     assert model.hparams.lr == 0.2
-    assert model.hparams.optimizer == "sgd"  # the base's default travels with the hparams
+    assert model.hparams.optimizer is torch.optim.SGD  # the base's default travels with them
 
 
 def test_model_info_describes_the_entry() -> None:
@@ -95,36 +104,82 @@ def test_entry_point_plugin_is_listed() -> None:
     assert "example_logreg" in list_models(family="plugin")
 
 
-def test_env_plugin_is_imported_on_first_read(tmp_path, monkeypatch) -> None:
-    (tmp_path / "my_zoo_plugin.py").write_text(
-        textwrap.dedent(
-            """
-            from torch import nn
-            from lit_modules.base import ClassifierModule
-            from registry import register_model
+@pytest.fixture
+def fresh_plugins(monkeypatch):
+    """Plug-in loading as in a new process, with the registries and the loader's bookkeeping
+    (the modules tried, the failures) put back afterwards."""
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "plugins"))
+    for registry in (MODELS, DATAMODULES):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    monkeypatch.setattr(plugins, "_loaded", set(plugins._loaded))
+    monkeypatch.setattr(plugins, "_failed", {})
+    yield
+    for module in ("dims_plugin", "required_arg_plugin", "colliding_plugin"):
+        sys.modules.pop(module, None)
 
-            @register_model("env_plugin_model", family="plugin", data="digits", monitor="val/acc", mode="max")
-            class EnvPluginModel(ClassifierModule):
-                def __init__(self, num_classes: int = 10, **kwargs):
-                    super().__init__(num_classes=num_classes, **kwargs)
-                    self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
-            """
-        )
+
+def test_env_plugin_is_imported_on_first_read(fresh_plugins, monkeypatch) -> None:
+    monkeypatch.setenv(PLUGINS_ENV, "dims_plugin")
+    assert "instance_dims_regressor" in list_models()
+    assert MODELS.entry("instance_dims_regressor").family == "plugin"
+    assert DATAMODULES.entry("instance_dims_data").kind == "tabular"
+    assert "dims_plugin" in plugins._loaded
+
+
+def test_env_plugin_test_left_no_trace() -> None:
+    """The fixture restored the loader: the previous test's module is not marked as loaded."""
+    assert "dims_plugin" not in plugins._loaded
+    assert "instance_dims_regressor" not in MODELS.registered()
+
+
+def test_a_bad_plugin_is_reported_and_the_rest_keeps_working(fresh_plugins, monkeypatch) -> None:
+    monkeypatch.setenv(PLUGINS_ENV, "no_such_litzoo_plugin,colliding_plugin,required_arg_plugin")
+    with pytest.warns(PluginWarning) as warned:
+        names = list_models()
+    assert "needs_width" in names  # the good plug-in after the bad ones
+    assert "half_registered" not in names  # the colliding plug-in is removed whole
+    assert MODELS.entry("lenet").cls is LeNet
+    failures = plugin_failures()
+    assert len(failures) == len(warned) == 2
+    assert "no_such_litzoo_plugin" in failures[0] and PLUGINS_ENV in failures[0]
+    assert (
+        "'lenet' is registered twice" in failures[1]
+        and "lit_modules.cnn.classic.LeNet" in failures[1]
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
-    monkeypatch.setenv(PLUGINS_ENV, "my_zoo_plugin")
-    assert "env_plugin_model" in list_models()
-    assert MODELS.entry("env_plugin_model").family == "plugin"
-    sys.modules.pop("my_zoo_plugin", None)
 
 
-def test_broken_plugin_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setenv(PLUGINS_ENV, "no_such_litzoo_plugin_module")
-    with pytest.raises(PluginError) as err:
-        load_plugins()
-    assert "no_such_litzoo_plugin_module" in str(err.value)
-    assert PLUGINS_ENV in str(err.value)
+def test_entry_points_are_scanned_once(monkeypatch) -> None:
+    calls = []
+    real = plugins.entry_points
+    monkeypatch.setattr(plugins, "entry_points", lambda **kw: calls.append(kw) or real(**kw))
+    plugins._entry_point_modules.cache_clear()
+    try:
+        for _ in range(5):
+            MODELS.entry("lenet")
+            list_models()
+    finally:
+        plugins._entry_point_modules.cache_clear()
+    assert len(calls) == 1
+
+
+def test_a_model_with_a_required_argument_is_described_not_built(
+    fresh_plugins, monkeypatch
+) -> None:
+    monkeypatch.setenv(PLUGINS_ENV, "required_arg_plugin")
+    info = model_info("needs_width", with_params=True)
+    assert info["parameters"].startswith("cannot build with defaults (TypeError")
+    assert "width" in info["parameters"]
+
+
+def test_data_kinds_refuse_data_a_model_cannot_take() -> None:
+    assert accepted_kinds(MODELS.entry("lenet")) == ("images",)
+    assert accepted_kinds(MODELS.entry("ppo")) == ("environments",)
+    check_data_fits(MODELS.entry("mlp"), DATAMODULES.entry("digits"))  # images: fine
+    with pytest.raises(ConfigurationError) as err:
+        check_data_fits(MODELS.entry("gru"), DATAMODULES.entry("fashion_mnist"))
+    assert "takes token_windows data" in str(err.value) and "time_machine" in str(err.value)
+    with pytest.raises(ConfigurationError, match="digits, fashion_mnist, mnist"):
+        check_data_fits(MODELS.entry("lenet"), DATAMODULES.entry("time_machine"))
 
 
 def test_register_model_rejects_a_bad_mode() -> None:

@@ -43,8 +43,8 @@ CASES = {
     ),
     "cnn": (
         "lenet",
-        (*DIGITS_28PX, "--data.augment=true", "--data.max_shift=2", "--model.scheduler=onecycle",
-         "--trainer.max_epochs=2", "--last_checkpoint.every_n_train_steps=8",
+        (*DIGITS_28PX, "--data.augment=true", "--data.max_shift=2",
+         "--model.lr_scheduler=lit_modules.optimization.OneCycle", "--trainer.max_epochs=2", "--last_checkpoint.every_n_train_steps=8",
          "--trainer.log_every_n_steps=4"),
         27,  # epoch 1, after the step-24 checkpoint
     ),
