@@ -91,13 +91,15 @@ def test_bleu(model: str, checkpoint: str, beam_size: int) -> dict[str, float]:
 
 
 def sample_translations(model: str, checkpoint: str, beam_size: int) -> list[dict[str, str]]:
-    """The first test sentences of 5 to 10 words, with the reference and the model's output."""
+    """Test sentences of 5 to 12 words spread evenly over the test split (which runs from
+    short to long), with the reference and the model's output."""
     cli = LitzooCLI(["--config", recipe(model), *QUIET], run=False)
     data = cli.datamodule
     data.setup("test")
     net = type(cli.model).load_from_checkpoint(checkpoint, map_location="cpu").eval()
     test = data.splits["test"]
-    rows = ((test.src_len >= 6) & (test.src_len <= 11)).nonzero().squeeze(1)[:SAMPLES]
+    fitting = ((test.src_len >= 6) & (test.src_len <= 13)).nonzero().squeeze(1)
+    rows = fitting[torch.linspace(0, len(fitting) - 1, SAMPLES).long()]
     src_len = test.src_len[rows]
     with torch.no_grad():
         ids = net.translate(test.src[rows][:, : int(src_len.max())], src_len, beam_size)
@@ -117,7 +119,8 @@ def train(model: str, minutes: float, marks: list[float], beam_size: int) -> dic
     directory.mkdir(parents=True, exist_ok=True)
     gflops = matmul_flops() / 1e9
     clock = TrainingClock([m for m in marks if m < minutes], directory)
-    budget = time.strftime("%d:%H:%M:%S", time.gmtime(minutes * 60))
+    seconds = round(minutes * 60)
+    budget = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"  # DD:HH:MM:SS
     cli = LitzooCLI(
         ["--config", recipe(model), f"--trainer.max_time={budget}", "--trainer.max_epochs=-1",
          *QUIET],
