@@ -428,6 +428,13 @@ class EBM(ZooModule):
 
     def on_train_start(self) -> None:
         self.planned_steps = int(self.trainer.estimated_stepping_batches)
+        judge = self.hparams.judge_ckpt
+        if judge is not None and not Path(judge).is_file():  # said now, not after the fit
+            rank_zero_warn(
+                f"judge_ckpt {judge} does not exist yet: `test` will need it (python cli.py fit "
+                "--config configs/ebm/mnist_judge.yaml writes runs/mnist_judge/best.ckpt), or "
+                "pass --model.judge_ckpt null"
+            )
 
     def current_langevin_steps(self) -> int:
         """Langevin steps for this batch's negatives: `langevin_steps`, or the point reached

@@ -344,8 +344,10 @@ def test_fit_pictures_predict_and_judged_test(tmp_path, judge_ckpt) -> None:
     assert (tmp_path / "samples.png").is_file()
 
 
-def test_missing_judge_says_how_to_make_one(tmp_path) -> None:
+def test_missing_judge_is_said_at_fit_start_and_test_says_how_to_make_one(tmp_path) -> None:
     data = MNISTData(batch_size=16, val_size=64, pad=2, value_range=(-1.0, 1.0))
     model = EBM(**SMALL, judge_ckpt=str(tmp_path / "nowhere.ckpt"))
+    with pytest.warns(UserWarning, match=r"nowhere\.ckpt does not exist yet.*mnist_judge\.yaml"):
+        quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, data)
     with pytest.raises(HyperparameterError, match=r"configs/ebm/mnist_judge\.yaml"):
         quiet_trainer(tmp_path, limit_test_batches=1).test(model, data)
