@@ -40,10 +40,6 @@ from registry.checks import (
     check_probability,
 )
 
-# Older names of the shared checks, kept for the models that import them from here.
-HyperparameterError = ConfigurationError
-check_dropout = check_probability
-
 __all__ = [
     "CheapHookNames",
     "CheckpointGuard",
@@ -51,11 +47,9 @@ __all__ = [
     "ClassifierModule",
     "ConfigurationError",
     "EvaluationMetrics",
-    "HyperparameterError",
     "LoggingCadence",
     "ZooBase",
     "ZooModule",
-    "check_dropout",
     "check_non_negative",
     "check_positive",
     "check_probability",

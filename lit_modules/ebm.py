@@ -17,7 +17,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from callbacks import SampleWriter, read_checkpoint_record
 from lit_modules.base import (
-    HyperparameterError,
+    ConfigurationError,
     ZooModule,
     check_non_negative,
     check_positive,
@@ -183,7 +183,7 @@ class ReplayBuffer(nn.Module):
         super().__init__()
         check_positive(capacity=capacity)
         if not 0.0 <= restart_fraction <= 1.0:
-            raise HyperparameterError(f"restart_fraction must be in [0, 1], got {restart_fraction}")
+            raise ConfigurationError(f"restart_fraction must be in [0, 1], got {restart_fraction}")
         self.capacity = capacity
         self.image_shape = tuple(image_shape)
         self.restart_fraction = restart_fraction
@@ -223,7 +223,7 @@ class ReplayBuffer(nn.Module):
     def load_chains_state(self, state: dict[str, Any]) -> None:
         images = state["images"]
         if len(images) > self.capacity or tuple(images.shape[1:]) != self.image_shape:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"the checkpoint's replay buffer holds {tuple(images.shape)} images, which do not "
                 f"fit a buffer of capacity {self.capacity} and image shape {self.image_shape}; "
                 "pass the buffer_size and image settings it was trained with"
@@ -242,7 +242,7 @@ def load_judge(path: str, device: torch.device) -> L.LightningModule:
     """The classifier that `test` asks to label generated samples: a litzoo checkpoint, loaded
     with its registered class, in eval mode and without gradients."""
     if not Path(path).is_file():
-        raise HyperparameterError(
+        raise ConfigurationError(
             f"judge_ckpt {path}: no such file. Train the judge first (python cli.py fit --config "
             "configs/ebm/mnist_judge.yaml writes runs/mnist_judge/best.ckpt) or pass "
             "--model.judge_ckpt null to test without judged samples"
@@ -250,7 +250,7 @@ def load_judge(path: str, device: torch.device) -> L.LightningModule:
     saved = read_checkpoint_record(Path(path))["hyper_parameters"].get("_class_path")
     entry = MODELS.entry_for_class(saved) if saved else None
     if entry is None:
-        raise HyperparameterError(
+        raise ConfigurationError(
             f"judge_ckpt {path} was not written by a registered litzoo model (class {saved}); "
             "give a classifier checkpoint written by python cli.py fit"
         )
@@ -354,9 +354,9 @@ class EBM(ZooModule):
             **({} if langevin_steps_final is None else {"langevin_steps_final": langevin_steps_final}),
         )  # fmt: skip
         if not channels:
-            raise HyperparameterError("channels must name at least one convolution width")
+            raise ConfigurationError("channels must name at least one convolution width")
         if not value_range[0] < value_range[1]:
-            raise HyperparameterError(f"value_range must be (low, high), got {value_range}")
+            raise ConfigurationError(f"value_range must be (low, high), got {value_range}")
         self.image_shape = (in_channels, image_size, image_size)
         self.net = EnergyNet(in_channels, image_size, channels, hidden)
         self.buffer = ReplayBuffer(
@@ -410,14 +410,14 @@ class EBM(ZooModule):
         data = getattr(self.trainer, "datamodule", None)
         data_range = getattr(data, "value_range", None)
         if data_range is not None and tuple(data_range) != tuple(self.hparams.value_range):
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"the data's pixels lie in {tuple(data_range)} but the model samples in "
                 f"value_range {tuple(self.hparams.value_range)}; give both the same range "
                 "(configs/ebm/*.yaml use --data.value_range [-1,1] --data.pad 2)"
             )
         data_size = getattr(data, "image_size", None)
         if data_size is not None and data_size != self.hparams.image_size:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"the data's images are {data_size} px but the model's image_size is "
                 f"{self.hparams.image_size}; give the model the data's size (the CLI links it)"
             )
@@ -504,7 +504,7 @@ class EBM(ZooModule):
             out = torch.zeros_like(ood_scores, dtype=torch.long)
             metrics["auroc_ood"].update(_as_probability(ood_scores), out)
         else:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"ebm tests on two dataloaders at most (the test set and an out-of-distribution "
                 f"one), got dataloader {dataloader_idx}"
             )
@@ -543,7 +543,7 @@ class EBM(ZooModule):
         side = self.judge.hparams.get("image_size", samples.shape[-1])
         crop = (samples.shape[-1] - side) // 2
         if crop < 0:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"the judge takes {side} px images, larger than the ebm's {samples.shape[-1]} px"
             )
         samples = samples[..., crop : crop + side, crop : crop + side]

@@ -12,8 +12,8 @@ from torch import nn
 from lit_modules.base import (
     ClassifierModule,
     ZooModule,
-    check_dropout,
     check_positive,
+    check_probability,
     mean_metric,
 )
 from lit_modules.optimization import OptimizerFactory
@@ -136,5 +136,5 @@ class MLP(ClassifierModule):
         check_positive(
             num_inputs=num_inputs, **{f"hidden_sizes[{i}]": h for i, h in enumerate(hidden_sizes)}
         )
-        check_dropout(dropout=dropout)
+        check_probability(dropout=dropout)
         self.net = mlp(num_inputs, hidden_sizes, self.hparams.num_classes, dropout)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
 from callbacks import EpisodeGif
-from lit_modules.base import HyperparameterError, ZooBase, check_non_negative, check_positive
+from lit_modules.base import ConfigurationError, ZooBase, check_non_negative, check_positive
 from lit_modules.optimization import (
     OptimizerFactory,
     OptimizerSpec,
@@ -398,7 +398,7 @@ class PPO(ZooBase):
         check_non_negative(kl_coef=kl_coef, value_coef=value_coef, entropy_coef=entropy_coef)
         for name, value in (("gamma", gamma), ("gae_lambda", gae_lambda)):
             if not 0.0 <= value <= 1.0:
-                raise HyperparameterError(f"{name} must be in [0, 1], got {value}")
+                raise ConfigurationError(f"{name} must be in [0, 1], got {value}")
 
         self.agent = ActorCritic(
             obs_dim, action_dim, continuous, hidden_sizes, shared_network, log_std_init
@@ -448,7 +448,7 @@ class PPO(ZooBase):
             by_epochs = trainer.max_epochs * trainer.num_training_batches
         num_envs = getattr(trainer.datamodule, "num_envs", None)
         if num_envs is None:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 "PPO with --trainer.max_steps needs the gym datamodule (its num_envs turns "
                 "optimizer steps into rollouts); set the length with max_epochs instead."
             )
@@ -562,7 +562,7 @@ class PPO(ZooBase):
         found = (int(np.prod(obs_space.shape)), action_dim, continuous)
         expected = (self.hparams.obs_dim, self.hparams.action_dim, self.hparams.continuous)
         if found != expected:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"the environments have (obs_dim, action_dim, continuous) = {found} but the model "
                 f"was built for {expected}; set --model.obs_dim/action_dim/continuous (the CLI "
                 f"links them from the data)."

@@ -14,10 +14,10 @@ from torchmetrics.text import Perplexity
 
 from callbacks import GeneratedTextWriter
 from lit_modules.base import (
-    HyperparameterError,
+    ConfigurationError,
     ZooModule,
-    check_dropout,
     check_positive,
+    check_probability,
     mean_metric,
 )
 from registry import register_model
@@ -55,7 +55,7 @@ class RNNLanguageModel(ZooModule):
         """
         super().__init__(lr=lr, **kwargs)
         if bidirectional:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 "bidirectional=True does not fit next-token prediction: the backward direction "
                 "reads the very tokens the model must predict. Bidirectional recurrence belongs "
                 "to a sequence-to-sequence encoder, which reads a whole source sentence, not to "
@@ -64,7 +64,7 @@ class RNNLanguageModel(ZooModule):
         check_positive(vocab_size=vocab_size, hidden_size=hidden_size)
         if embedding_size is not None:
             check_positive(embedding_size=embedding_size)
-        check_dropout(dropout=dropout)
+        check_probability(dropout=dropout)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.input_size = vocab_size if embedding_size is None else embedding_size

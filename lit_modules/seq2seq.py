@@ -25,10 +25,10 @@ from torchmetrics import Metric
 
 from callbacks import AttentionMaps, TranslationWriter
 from lit_modules.base import (
-    HyperparameterError,
+    ConfigurationError,
     ZooModule,
-    check_dropout,
     check_positive,
+    check_probability,
     mean_metric,
 )
 from lit_modules.decoding import BOS, PAD, DecoderState, beam_search, greedy_search
@@ -101,12 +101,12 @@ def adaptive_softmax(
         or cutoffs[0] < 1
         or cutoffs[-1] >= vocab_size
     ):
-        raise HyperparameterError(
+        raise ConfigurationError(
             "adaptive_softmax_cutoffs must be word ids increasing strictly from 1 to below "
             f"tgt_vocab_size {vocab_size}, got {cutoffs}"
         )
     if num_hiddens // div_value ** len(cutoffs) < 1:
-        raise HyperparameterError(
+        raise ConfigurationError(
             f"{len(cutoffs)} adaptive_softmax_cutoffs leave the last cluster no width: each is "
             f"{div_value:g}x narrower than the one before, from num_hiddens {num_hiddens}; use "
             "fewer cutoffs or a larger num_hiddens"
@@ -167,12 +167,12 @@ class Seq2SeqModule(ZooModule):
             src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, num_hiddens=num_hiddens
         )
         if not 0 <= label_smoothing < 1:
-            raise HyperparameterError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ConfigurationError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if adaptive_softmax_cutoffs is None:
             self.output: nn.Module = nn.Linear(num_hiddens, tgt_vocab_size)
         else:
             if label_smoothing:
-                raise HyperparameterError(
+                raise ConfigurationError(
                     "label_smoothing needs the full softmax: set adaptive_softmax_cutoffs to null"
                 )
             self.output = adaptive_softmax(num_hiddens, tgt_vocab_size, adaptive_softmax_cutoffs)
@@ -354,7 +354,7 @@ class RecurrentSeq2Seq(Seq2SeqModule):
         """
         super().__init__(num_hiddens=num_hiddens, lr=lr, **kwargs)
         check_positive(embed_size=embed_size, num_layers=num_layers)
-        check_dropout(dropout=dropout)
+        check_probability(dropout=dropout)
         hp = self.hparams
         self.encoder = GRUEncoder(
             hp.src_vocab_size, embed_size, num_hiddens, num_layers, dropout, bidirectional
@@ -541,9 +541,9 @@ class Transformer(Seq2SeqModule):
         """
         super().__init__(num_hiddens=num_hiddens, lr=lr, **kwargs)
         check_positive(ffn_num_hiddens=ffn_num_hiddens, num_heads=num_heads, num_blks=num_blks)
-        check_dropout(dropout=dropout)
+        check_probability(dropout=dropout)
         if num_hiddens % num_heads:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"num_hiddens {num_hiddens} must be a multiple of num_heads {num_heads}"
             )
         hp = self.hparams

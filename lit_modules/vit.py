@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lit_modules.base import ClassifierModule, HyperparameterError, check_dropout, check_positive
+from lit_modules.base import ClassifierModule, ConfigurationError, check_positive, check_probability
 from registry import register_model
 
 
@@ -106,15 +106,15 @@ class ViT(ClassifierModule):
             num_blks=num_blks,
         )  # fmt: skip
         if image_size % patch_size:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"image_size {image_size} is not a multiple of patch_size {patch_size}: pick a "
                 f"patch_size that divides it, or resize the images (--data.resize)"
             )
         if num_hiddens % num_heads:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"num_hiddens {num_hiddens} must be a multiple of num_heads {num_heads}"
             )
-        check_dropout(emb_dropout=emb_dropout, blk_dropout=blk_dropout)
+        check_probability(emb_dropout=emb_dropout, blk_dropout=blk_dropout)
         self.net = VisionTransformer(
             in_channels, image_size, patch_size, num_hiddens, mlp_num_hiddens, num_heads,
             num_blks, emb_dropout, blk_dropout, self.hparams.num_classes,

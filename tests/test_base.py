@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_modules.base import CheckpointMismatchError, HyperparameterError, mean_metric
+from lit_modules.base import CheckpointMismatchError, ConfigurationError, mean_metric
 from registry import get_datamodule, get_model
 
 
@@ -95,5 +95,5 @@ def test_mean_metric_weights_batches_and_keeps_nan() -> None:
     "name, kwargs", [("mlp", {"dropout": 1.0}), ("gru", {"vocab_size": 28, "dropout": -0.1})]
 )
 def test_dropout_outside_zero_to_one_is_a_clear_error(name, kwargs) -> None:
-    with pytest.raises(HyperparameterError, match=r"dropout must be in \[0, 1\), got"):
+    with pytest.raises(ConfigurationError, match=r"dropout must be in \[0, 1\), got"):
         get_model(name, **kwargs)

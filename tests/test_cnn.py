@@ -9,7 +9,7 @@ import torch
 from conftest import REPO
 
 from cli import LitzooCLI
-from lit_modules.base import HyperparameterError
+from lit_modules.base import ConfigurationError
 from registry import MODELS, get_model, list_models
 
 CNNS = list_models(family="cnn")
@@ -67,7 +67,7 @@ def test_grouped_convolutions_have_groups_of_group_width_channels(name: str) -> 
 
 @pytest.mark.parametrize("name", ["resnext", "regnetx32"])
 def test_group_width_must_divide_the_bottleneck(name: str) -> None:
-    with pytest.raises(HyperparameterError, match="group_width=5 must divide"):
+    with pytest.raises(ConfigurationError, match="group_width=5 must divide"):
         get_model(name, group_width=5)
 
 
@@ -83,14 +83,14 @@ def test_hyperparameters_of_earlier_versions_name_their_replacement(
     name: str, retired: dict, replacement: str
 ) -> None:
     """What loading an older checkpoint, which passes its saved hyperparameters, reports."""
-    with pytest.raises(HyperparameterError, match=f"earlier version.*replaced by {replacement}"):
+    with pytest.raises(ConfigurationError, match=f"earlier version.*replaced by {replacement}"):
         get_model(name, **retired)
 
 
 @pytest.mark.parametrize("arch", [[], [[2]], [[2, 64, 1]], [[0, 64]], [[2, -1]]])
 @pytest.mark.parametrize("name", ["vgg", "resnet18", "resnext", "densenet", "regnetx32"])
 def test_arch_rows_must_be_positive_depth_width_pairs(name: str, arch: list) -> None:
-    with pytest.raises(HyperparameterError, match=r"\[depth, width\] rows"):
+    with pytest.raises(ConfigurationError, match=r"\[depth, width\] rows"):
         get_model(name, arch=arch)
 
 

@@ -18,7 +18,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from callbacks import LangevinPictures
 from datamodules.images import DigitsData, MNISTData
-from lit_modules.base import HyperparameterError
+from lit_modules.base import ConfigurationError
 from lit_modules.ebm import (
     EBM,
     ReplayBuffer,
@@ -79,7 +79,7 @@ def test_buffer_survives_a_state_round_trip() -> None:
     buffer.push(torch.rand(8, 1, 3, 3))  # wraps around the ring
     twin.load_chains_state(buffer.chains_state())
     torch.testing.assert_close(twin.images, buffer.images, rtol=0, atol=0)
-    with pytest.raises(HyperparameterError, match="capacity 4"):
+    with pytest.raises(ConfigurationError, match="capacity 4"):
         ReplayBuffer(capacity=4, image_shape=(1, 3, 3)).load_chains_state(buffer.chains_state())
 
 
@@ -127,7 +127,7 @@ def test_sampler_runs_under_inference_mode_and_returns_snapshots() -> None:
 
 
 def test_sampler_rejects_bad_settings() -> None:
-    with pytest.raises(HyperparameterError, match="step_size"):
+    with pytest.raises(ConfigurationError, match="step_size"):
         langevin_sample(QuadraticScore(0.0), torch.zeros(1, 1, 2, 2), 5, 0.0, 0.005, 0.03)
 
 
@@ -174,7 +174,7 @@ def test_langevin_steps_ramp_linearly_over_the_fit(tmp_path) -> None:
 )
 def test_data_in_another_form_is_refused(tmp_path, kwargs, message) -> None:
     trainer = quiet_trainer(tmp_path, max_steps=1)
-    with pytest.raises(HyperparameterError, match=message):  # digits: 8 px in [0, 1]
+    with pytest.raises(ConfigurationError, match=message):  # digits: 8 px in [0, 1]
         trainer.fit(EBM(**kwargs, **SMALL), DigitsData(batch_size=8))
 
 
@@ -349,5 +349,5 @@ def test_missing_judge_is_said_at_fit_start_and_test_says_how_to_make_one(tmp_pa
     model = EBM(**SMALL, judge_ckpt=str(tmp_path / "nowhere.ckpt"))
     with pytest.warns(UserWarning, match=r"nowhere\.ckpt does not exist yet.*mnist_judge\.yaml"):
         quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, data)
-    with pytest.raises(HyperparameterError, match=r"configs/ebm/mnist_judge\.yaml"):
+    with pytest.raises(ConfigurationError, match=r"configs/ebm/mnist_judge\.yaml"):
         quiet_trainer(tmp_path, limit_test_batches=1).test(model, data)

@@ -12,7 +12,7 @@ from conftest import run_cli
 
 from datamodules.download import DataError
 from datamodules.text import TimeMachineData, Vocab, normalize, tokenize
-from lit_modules.base import HyperparameterError
+from lit_modules.base import ConfigurationError
 from registry import DATAMODULES, MODELS, get_model, list_models
 
 RNN_MODELS = list_models(family="rnn")
@@ -113,7 +113,7 @@ def test_bad_data_arguments_are_clear() -> None:
 
 @pytest.mark.parametrize("name", RNN_MODELS)
 def test_bidirectional_is_rejected_with_a_pointer_to_seq2seq(name: str) -> None:
-    with pytest.raises(HyperparameterError, match="sequence-to-sequence encoder"):
+    with pytest.raises(ConfigurationError, match="sequence-to-sequence encoder"):
         get_model(name, bidirectional=True)
 
 

@@ -22,7 +22,7 @@ from datamodules.translation import (
     tokenize,
 )
 from lit_modules import decoding
-from lit_modules.base import HyperparameterError
+from lit_modules.base import ConfigurationError
 from lit_modules.decoding import BOS, EOS, PAD, beam_search, greedy_search
 from lit_modules.seq2seq import CorpusBLEU
 from registry import count_parameters, get_model, list_models
@@ -301,7 +301,7 @@ def test_bidirectional_encoder_and_adaptive_softmax_options() -> None:
      ([5, 10, 20], "no width")],
 )  # fmt: skip
 def test_bad_adaptive_softmax_cutoffs_are_refused(cutoffs: list[int], message: str) -> None:
-    with pytest.raises(HyperparameterError, match=message):
+    with pytest.raises(ConfigurationError, match=message):
         small_model("transformer", adaptive_softmax_cutoffs=cutoffs)  # width 12: 3, 0
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from cli import LitzooCLI
-from lit_modules.base import HyperparameterError
+from lit_modules.base import ConfigurationError
 from lit_modules.vit import PatchEmbedding, ViT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,5 +89,5 @@ def test_fast_recipe_builds_at_28_px(tmp_path, monkeypatch) -> None:
     ],
 )
 def test_bad_sizes_are_clear_errors(kwargs, message) -> None:
-    with pytest.raises(HyperparameterError, match=message):
+    with pytest.raises(ConfigurationError, match=message):
         ViT(**kwargs)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from lit_modules.base import ClassifierModule, HyperparameterError, check_positive
+from lit_modules.base import ClassifierModule, ConfigurationError, check_positive
 from lit_modules.cnn.blocks import init_cnn
 
 CNN_ENTRY = {"family": "cnn", "data": "fashion_mnist", "monitor": "val/acc", "mode": "max"}
@@ -42,7 +42,7 @@ class CNNClassifier(ClassifierModule):
         """
         retired = [key for key in kwargs if key in self.retired_hyperparameters]
         if retired:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"hyperparameter {', '.join(retired)} belongs to an earlier version of this "
                 f"model, replaced by {'; '.join(self.retired_hyperparameters[k] for k in retired)}"
                 ". A checkpoint that has it holds that version's weights, which this version "
@@ -72,7 +72,7 @@ class Stage(nn.Sequential):
 def check_arch(arch: list[list[int]]) -> list[list[int]]:
     """`arch` itself if every row is a [depth, width] pair of positive integers."""
     if not arch or any(len(row) != 2 or min(row) < 1 for row in arch):
-        raise HyperparameterError(
+        raise ConfigurationError(
             f"arch must be a non-empty list of [depth, width] rows of positive integers, one per "
             f"stage (e.g. [[2, 64], [2, 128]]); got {arch}"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_modules.base import HyperparameterError, check_positive
+from lit_modules.base import ConfigurationError, check_positive
 
 
 def init_cnn(module: nn.Module) -> None:
@@ -31,7 +31,7 @@ def flat_features(features: nn.Module, in_channels: int, image_size: int) -> int
     finally:
         features.train(training)
     if out.numel() == 0:
-        raise HyperparameterError(
+        raise ConfigurationError(
             f"images of {image_size}x{image_size} shrink to nothing in this network; resize them up "
             f"(e.g. --data.resize 96)"
         ) from cause
@@ -113,7 +113,7 @@ class ResNeXtBlock(nn.Module):
         check_positive(group_width=group_width, bottleneck=bottleneck)
         mid = round(out_channels * bottleneck)
         if mid < group_width or mid % group_width:
-            raise HyperparameterError(
+            raise ConfigurationError(
                 f"group_width={group_width} must divide every bottleneck width: {out_channels} "
                 f"channels x bottleneck {bottleneck} = {mid}"
             )
