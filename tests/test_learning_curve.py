@@ -3,7 +3,7 @@ against the optimizer step (validation in the middle of an epoch lands where it 
 
 from __future__ import annotations
 
-import lightning as L
+from conftest import quiet_trainer
 from PIL import Image
 
 from callbacks import LearningCurvePlot
@@ -13,16 +13,12 @@ from registry import get_datamodule, get_model
 
 def test_history_on_one_step_axis_without_a_logger(tmp_path) -> None:
     curve = LearningCurvePlot()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_epochs=2,
         val_check_interval=0.5,  # twice an epoch
         log_every_n_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[curve],
-        default_root_dir=tmp_path,
     )
     trainer.fit(get_model("mlp", num_inputs=64, hidden_sizes=[16]), get_datamodule("digits"))
     val_steps = [step for step, _ in curve.history["val/acc"]]

@@ -11,6 +11,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from conftest import quiet_trainer
 from torch.utils._pytree import tree_leaves
 
 from cli import LitzooCLI
@@ -82,20 +83,13 @@ def test_model_contract(name: str, tmp_path, monkeypatch) -> None:
     L.seed_everything(0)
     entry, model, datamodule = build(name)
     recorder = GradientRecorder()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_epochs=1,
         limit_train_batches=3,
         limit_val_batches=2,
         limit_test_batches=2,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[recorder],
-        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule)
     loss = trainer.callback_metrics.get("train/loss")
