@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from registry import ConfigurationError
+
 
 class EpisodeGif(L.Callback):
     """Prints each predicted episode's return and, when the environments render (for the gym
@@ -24,7 +26,7 @@ class EpisodeGif(L.Callback):
             every: keep every n-th frame (2 halves the file and plays CartPole in real time).
         """
         if fps < 1 or every < 1:
-            raise ValueError(f"fps and every must be >= 1, got {fps} and {every}")
+            raise ConfigurationError(f"fps and every must be >= 1, got {fps} and {every}")
         self.dirpath = dirpath
         self.fps = fps
         self.every = every

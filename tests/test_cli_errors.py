@@ -105,6 +105,10 @@ def test_an_unknown_config_names_the_recipes(capsys, workdir) -> None:
         (("--model.hidden_sizes", "[0]"), "hidden_sizes[0] must be > 0"),
         (("--model.no_such_setting", "3"), "--model.no_such_setting 3"),
         (("--data.val_size", "1500"), "val_size=1500 leaves no training images"),  # setup()
+        (
+            ("--trainer.callbacks+=callbacks.EpisodeGif", "--trainer.callbacks.fps=0"),
+            "fps and every must be >= 1",
+        ),
     ],
 )
 def test_bad_settings_are_refused_and_leave_no_run(capsys, workdir, args, expected) -> None:
