@@ -10,11 +10,15 @@ import lightning as L
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from datamodules.download import atomic_file
+
 
 class TranslationWriter(BasePredictionWriter):
     """Collects each predicted batch's target ids with their input rows, turns them into text
     with the datamodule's ``decode_target``, and writes ``<run dir>/translations.tsv`` (source,
-    tab, translation) in input order; under DDP the ranks' rows are gathered first."""
+    tab, translation), one row per input line, in input order: a blank line gets a blank
+    translation, and a tab or line break inside a sentence is written as a space. Under DDP the
+    ranks' rows are gathered first. The file appears whole or not at all."""
 
     def __init__(self, filename: str = "translations.tsv") -> None:
         """
@@ -29,7 +33,7 @@ class TranslationWriter(BasePredictionWriter):
     ) -> None:
         data = trainer.datamodule
         rows = {
-            int(index): data.decode_target(ids)
+            data.predict_lines[int(index)]: data.decode_target(ids)
             for output in predictions
             for index, ids in zip(output["index"].tolist(), output["ids"], strict=True)
         }
@@ -43,10 +47,11 @@ class TranslationWriter(BasePredictionWriter):
         path = Path(log_dir or ".") / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         show = trainer.progress_bar_callback.print if trainer.progress_bar_callback else print
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("source\ttranslation\n")
-            for index in sorted(rows):
-                source = data.predict_sources[index]
-                show(f"{source} -> {rows[index]}")
-                f.write(f"{source}\t{rows[index]}\n")
+        lines = ["source\ttranslation"]
+        for line, source in enumerate(data.predict_sources):
+            translation = rows.get(line, "")
+            show(f"{source} -> {translation}")
+            lines.append(f"{' '.join(source.split())}\t{translation}")
+        with atomic_file(path, suffix=".tmp") as out:
+            out.write(("\n".join(lines) + "\n").encode("utf-8"))
         show(f"wrote {len(rows)} translations to {path}")

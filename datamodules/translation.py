@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,6 +30,9 @@ SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = range(len(SPECIALS))
 PUNCTUATION = ",.!?"
 PUNCTUATION_WITHOUT_SPACE = re.compile(rf"(?<=[^ ])([{PUNCTUATION}])")
+# Typographic apostrophes and quotes in sentences to translate, written as the corpus's English
+# writes them (54,278 of its lines have "'", 36 have a curly one), so "I\u2019m" is the known "i'm".
+STRAIGHT_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
 
 
 def preprocess(text: str) -> str:
@@ -217,6 +220,7 @@ class FraEngData(InMemoryDataModule):
             batch_size: sentence pairs per batch.
             num_steps: most tokens per sentence, <eos> included (d2l: 9); longer ones are
                 trimmed for training and as model input (BLEU still scores the full reference).
+                Sentences given to `predict` are translated whole.
             min_freq: words seen fewer times in the training split map to <unk> (d2l: 2).
             max_pairs: use only the corpus's first pairs (d2l's tiny setting: 640); None: all.
             val_fraction: share of the pairs held out for validation.
@@ -225,21 +229,23 @@ class FraEngData(InMemoryDataModule):
                 False keeps corpus order (train first, as d2l).
             seed: fixes the split.
             val_bleu_size: validation pairs (a fixed, seeded subset) translated greedily each
-                epoch for val/bleu; 0 turns it off.
+                epoch for val/bleu, which picks the best checkpoint.
             beam_size: test and predict: beam width (1 is greedy search).
             length_penalty: test and predict: beam scores are divided by
                 ((5 + length) / 6) ** length_penalty (GNMT); 0 ranks by total log-probability.
             sentences: predict: English sentences to translate.
-            sentences_file: predict: a UTF-8 text file of English sentences, one per line.
+            sentences_file: predict: a UTF-8 text file of English sentences, one per line
+                (a blank line gets a blank translation, so lines stay aligned).
         """
         super().__init__(batch_size=batch_size, seed=seed)
-        for name, value in {
-            "num_steps": num_steps,
-            "min_freq": min_freq,
-            "beam_size": beam_size,
-        }.items():
-            if value < 1:
-                raise ConfigurationError(f"{name} must be >= 1, got {value}")
+        for name, value, least in [
+            ("num_steps", num_steps, 2),  # a word and <eos>
+            ("min_freq", min_freq, 1),
+            ("beam_size", beam_size, 1),
+            ("val_bleu_size", val_bleu_size, 1),  # val/bleu picks the best checkpoint
+        ]:
+            if value < least:
+                raise ConfigurationError(f"{name} must be >= {least}, got {value}")
         if max_pairs is not None and max_pairs < 2:
             raise ConfigurationError(f"max_pairs must be >= 2 or None (all), got {max_pairs}")
         if not (val_fraction > 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
@@ -247,8 +253,6 @@ class FraEngData(InMemoryDataModule):
                 "val_fraction must be > 0, test_fraction >= 0, and together < 1; got "
                 f"{val_fraction} and {test_fraction}"
             )
-        if val_bleu_size < 0:
-            raise ConfigurationError(f"val_bleu_size must be >= 0, got {val_bleu_size}")
         if length_penalty < 0:
             raise ConfigurationError(f"length_penalty must be >= 0, got {length_penalty}")
         if sentences is not None and sentences_file is not None:
@@ -266,7 +270,8 @@ class FraEngData(InMemoryDataModule):
         self._corpus: dict[str, list[Pair]] = {}
         self._vocabs: tuple[Vocab, Vocab] | None = None
         self._translations: dict[str, dict[str, list[str]]] = {}  # split -> English -> French
-        self.predict_sources: list[str] = []
+        self.predict_sources: list[str] = []  # every sentence given, blank lines included
+        self.predict_lines: list[int] = []  # the source line of each row translated
 
     def prepare_data(self) -> None:
         fetch(FRA_ENG)
@@ -346,9 +351,13 @@ class FraEngData(InMemoryDataModule):
                 if pairs:
                     self.splits[split] = self._encode_split(split, pairs)
         if stage == "predict" and "predict" not in self.splits:
-            self.predict_sources = self._read_predict_sentences()
-            words = [self._known_words(sentence) for sentence in self.predict_sources]
-            src = encode_rows(self.vocabs[0], words, self.num_steps, bos=False)
+            where, self.predict_sources = self._read_predict_sentences()
+            self.predict_lines = [i for i, sentence in enumerate(self.predict_sources) if sentence]
+            words = [
+                self._known_words(self.predict_sources[i], where(i)) for i in self.predict_lines
+            ]
+            longest = max(len(w) for w in words) + 1  # translated whole, not cut to num_steps
+            src = encode_rows(self.vocabs[0], words, max(self.num_steps, longest), bos=False)
             empty = torch.empty(len(src), 0, dtype=torch.long)
             self.splits["predict"] = TranslationPairs(
                 src, empty, torch.ones(len(src), dtype=torch.bool)
@@ -365,35 +374,44 @@ class FraEngData(InMemoryDataModule):
             decode[chosen[: self.val_bleu_size]] = True
         return TranslationPairs(src, tgt, decode)
 
-    def _read_predict_sentences(self) -> list[str]:
+    def _read_predict_sentences(self) -> tuple[Callable[[int], str], list[str]]:
+        """The sentences to translate, stripped (blank lines of a file stay, as ""), and how to
+        name the i-th in an error message."""
         if self.sentences_file is not None:
             path = Path(self.sentences_file)
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+            try:  # utf-8-sig: a byte-order mark some editors write is not part of the first word
+                lines = path.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as err:
                 raise DataError(f"--data.sentences_file {path}: cannot read it ({err})") from err
-            sentences = [line.strip() for line in lines if line.strip()]
-            if not sentences:
+            sentences = [line.strip() for line in lines]
+            if not any(sentences):
                 raise DataError(
                     f"--data.sentences_file {path} holds no sentence: give one English "
                     "sentence per line"
                 )
-            return sentences
+            return (lambda i: f"{path}, line {i + 1}"), sentences
         if not self.sentences:
             raise DataError(
                 "predict needs English sentences: --data.sentences '[\"I am cold.\"]' or "
                 "--data.sentences_file my_sentences.txt (one sentence per line)"
             )
-        return list(self.sentences)
+        sentences = [sentence.strip() for sentence in self.sentences]
+        if not all(sentences):
+            raise DataError(
+                f"--data.sentences holds an empty sentence (number {sentences.index('') + 1}); "
+                "give each one some English words"
+            )
+        return (lambda i: f"--data.sentences, number {i + 1}"), sentences
 
-    def _known_words(self, sentence: str) -> list[str]:
+    def _known_words(self, sentence: str, where: str) -> list[str]:
         """The tokens of a sentence to translate, which must hold at least one known word."""
-        tokens = tokenize(sentence)
+        tokens = tokenize(sentence.translate(STRAIGHT_QUOTES))
         if not any(t in self.vocabs[0].index for t in tokens if t not in PUNCTUATION):
             raise DataError(
-                f"no word of {sentence!r} is in the English vocabulary the model was trained "
-                f"with ({self.src_vocab_size} words of the training split, min_freq="
-                f"{self.min_freq}), so there is nothing to translate; give English sentences"
+                f"no word of {sentence!r} ({where}) is in the English vocabulary the model "
+                f"was trained with ({self.src_vocab_size} words of the training split, "
+                f"min_freq={self.min_freq}), so there is nothing to translate; give English "
+                "sentences"
             )
         return tokens
 

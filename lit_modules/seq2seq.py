@@ -492,21 +492,30 @@ class Seq2SeqBahdanau(RecurrentSeq2Seq):
             self.keep_attention, self.attention_weights = False, []
 
 
+def sinusoids(max_len: int, num_hiddens: int) -> torch.Tensor:
+    """d2l 11.6's position encodings of positions 0 to max_len - 1 (max_len, num_hiddens)."""
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.pow(10000, torch.arange(0, num_hiddens, 2) / num_hiddens)
+    encoding = torch.zeros(max_len, num_hiddens)
+    encoding[:, 0::2] = torch.sin(position / frequency)
+    encoding[:, 1::2] = torch.cos(position / frequency[: num_hiddens // 2])
+    return encoding
+
+
 class PositionalEncoding(nn.Module):
-    """d2l 11.6's sinusoidal position encoding, added to the embeddings, then dropout."""
+    """d2l 11.6's sinusoidal position encoding, added to the embeddings, then dropout. The
+    table grows when a longer sentence comes (a user's, to translate), so no length is refused."""
 
     def __init__(self, num_hiddens: int, dropout: float, max_len: int = 1000) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-        frequency = torch.pow(10000, torch.arange(0, num_hiddens, 2) / num_hiddens)
-        encoding = torch.zeros(max_len, num_hiddens)
-        encoding[:, 0::2] = torch.sin(position / frequency)
-        encoding[:, 1::2] = torch.cos(position / frequency[: num_hiddens // 2])
-        self.register_buffer("encoding", encoding, persistent=False)
+        self.register_buffer("encoding", sinusoids(max_len, num_hiddens), persistent=False)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        return self.dropout(x + self.encoding[offset : offset + x.shape[1]])
+        end = offset + x.shape[1]
+        if end > len(self.encoding):
+            self.encoding = sinusoids(2 * end, x.shape[2]).to(self.encoding)
+        return self.dropout(x + self.encoding[offset:end])
 
 
 @register_model("transformer", **REGISTRATION, test_kwargs={

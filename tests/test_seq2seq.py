@@ -24,7 +24,7 @@ from datamodules.translation import (
 from lit_modules import decoding
 from lit_modules.base import ConfigurationError
 from lit_modules.decoding import BOS, EOS, PAD, beam_search, greedy_search
-from lit_modules.seq2seq import CorpusBLEU
+from lit_modules.seq2seq import CorpusBLEU, PositionalEncoding, sinusoids
 from registry import count_parameters, get_model, list_models
 
 MODELS = ["seq2seq_bahdanau", "seq2seq_gru", "transformer"]
@@ -112,6 +112,40 @@ def test_a_checkpoint_of_another_vocabulary_is_refused() -> None:
     other = FraEngData(max_pairs=300, seed=1)  # same sizes, perhaps, but other words
     with pytest.raises(DataError, match="checkpoint's English vocabulary"):
         other.load_state_dict(saved)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"num_steps": 1}, "num_steps must be >= 2"),
+        ({"val_bleu_size": 0}, "val_bleu_size must be >= 1"),
+    ],
+)
+def test_data_settings_that_cannot_work_are_refused(setting: dict, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        FraEngData(**setting)
+
+
+def test_sentences_to_translate_are_read_as_the_corpus_writes_them(tmp_path) -> None:
+    """A byte-order mark, curly apostrophes and capitals do not make known words unknown; a
+    sentence longer than num_steps is translated whole; a blank line keeps its place."""
+    long = "Tom is here and I am here and you are here and we are all here."
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\ufeffI\u2019m FINE.\n\n" + long + "\n", encoding="utf-8")
+    data = FraEngData(max_pairs=400, num_steps=9, sentences_file=str(sentences))
+    data.setup("predict")
+    assert data.predict_sources == ["I\u2019m FINE.", "", long]
+    assert data.predict_lines == [0, 2]
+    rows = data.splits["predict"]
+    index = data.vocabs[0].index
+    assert rows.src[0, :4].tolist() == [index["i'm"], index["fine"], index["."], EOS]
+    assert rows.src_len.tolist() == [4, len(tokenize(long)) + 1]  # 16 words and <eos>, not 9
+
+
+def test_position_encodings_grow_for_a_long_sentence() -> None:
+    encode = PositionalEncoding(num_hiddens=6, dropout=0.0, max_len=10).eval()
+    x = torch.zeros(1, 4, 6)
+    torch.testing.assert_close(encode(x, offset=30), sinusoids(34, 6)[30:].unsqueeze(0))
 
 
 def test_d2l_tiny_setting_is_reachable() -> None:
@@ -354,7 +388,7 @@ def test_fit_draws_attention_maps(trained_transformer) -> None:
 def test_predict_translates_sentences_and_a_file(trained_transformer) -> None:
     cwd, ckpt = trained_transformer
     sentences = cwd / "sentences.txt"
-    sentences.write_text("I am cold.\n\nGo!\n", encoding="utf-8")
+    sentences.write_text("I am cold.\n\nGo!\n", encoding="utf-8")  # a blank line keeps its place
     for data in ('--data.sentences=["I am cold.", "Go!"]', f"--data.sentences_file={sentences}"):
         result = run_cli(
             "predict", f"--ckpt_path={ckpt}", *TINY_DATA, data, "--data.beam_size=2", *FAST, cwd=cwd
@@ -365,7 +399,28 @@ def test_predict_translates_sentences_and_a_file(trained_transformer) -> None:
         cwd.glob("runs/transformer/version_*/translations.tsv"), key=lambda p: p.stat().st_mtime
     )
     rows = list(csv.reader(written.read_text(encoding="utf-8").splitlines(), delimiter="\t"))
-    assert [r[0] for r in rows] == ["source", "I am cold.", "Go!"]
+    assert [r[0] for r in rows] == ["source", "I am cold.", "", "Go!"]
+    assert rows[2] == ["", ""] and rows[1][1] and rows[3][1]
+
+
+def test_checkpoint_holds_the_vocabularies_and_refuses_other_ones(trained_transformer) -> None:
+    _, ckpt = trained_transformer
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["FraEngData"]
+    data = FraEngData(max_pairs=400, val_bleu_size=8)
+    assert saved == {"src_vocab": data.vocabs[0].tokens, "tgt_vocab": data.vocabs[1].tokens}
+    with pytest.raises(DataError, match="checkpoint's English vocabulary"):
+        FraEngData(max_pairs=400, val_bleu_size=8, seed=1).load_state_dict(saved)
+
+
+def test_fit_draws_bahdanau_attention_maps(tmp_path) -> None:
+    fit = run_cli(
+        "fit", "--model=seq2seq_bahdanau", *TINY_DATA, "--model.embed_size=8",
+        "--model.num_hiddens=16", "--trainer.max_epochs=1", *FAST, cwd=tmp_path,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    pictures = sorted((tmp_path / "runs/seq2seq_bahdanau/version_0/attention").glob("*.png"))
+    assert len(pictures) == 4
+    assert all(p.stat().st_size > 1000 for p in pictures)
 
 
 def test_test_scores_bleu_with_beam_search(trained_transformer) -> None:
@@ -381,7 +436,11 @@ def test_test_scores_bleu_with_beam_search(trained_transformer) -> None:
     ("args", "message"),
     [
         (("--data.min_freq=3",), "vocab_size"),  # another vocabulary than the checkpoint's
-        (('--data.sentences=["Xyzzy plugh."]',), "no word of 'Xyzzy plugh.'"),
+        (
+            ('--data.sentences=["Xyzzy plugh."]',),
+            "no word of 'Xyzzy plugh.' (--data.sentences, number 1)",
+        ),
+        (('--data.sentences=["Go!", " "]',), "empty sentence (number 2)"),
         (("--data.sentences_file={empty}",), "holds no sentence"),
         (("--data.beam_size=0",), "beam_size must be >= 1"),
         ((), "predict needs English sentences"),
