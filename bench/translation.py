@@ -7,7 +7,7 @@ loop of the same model, batches and optimizer in the same process.
     python bench/translation.py train --models transformer seq2seq_bahdanau seq2seq_gru
     python bench/translation.py overhead --steps 60 --repeats 3
     python bench/translation.py report      # rewrite the section from the saved results
-    python bench/translation.py outside     # the Transformer's 60-minute checkpoint on
+    python bench/translation.py outside     # each model's 60-minute checkpoint on
                                             # bench/outside_pairs.tsv (not in the corpus)
 
 Training results are kept in runs/bench_translation/results.json as each model finishes, so
@@ -154,37 +154,49 @@ def train(model: str, minutes: float, marks: list[float], beam_size: int) -> dic
     return result
 
 
-def outside(model: str, checkpoint: str, pairs_file: Path, beam_size: int) -> None:
-    """Translate English sentences that are not in the corpus through `cli.py predict`, as a
-    user would, and score them by sacreBLEU (case-insensitive) against one reference each."""
-    pairs = [line.split("\t") for line in pairs_file.read_text(encoding="utf-8").splitlines()]
-    english = WORK / "outside_english.txt"
-    english.parent.mkdir(parents=True, exist_ok=True)
-    english.write_text("".join(f"{source}\n" for source, _ in pairs), encoding="utf-8")
+def translate_outside(model: str, checkpoint: str, english: Path, beam_size: int) -> list[str]:
+    """Translations of the lines of `english` through `cli.py predict`, as a user would run it."""
     cli = LitzooCLI(
         ["predict", "--config", recipe(model), f"--ckpt_path={checkpoint}",
          f"--data.sentences_file={english}", f"--data.beam_size={beam_size}", *QUIET],
     )  # fmt: skip
     written = (Path(cli.trainer.log_dir) / "translations.tsv").read_text(encoding="utf-8")
-    translations = [line.split("\t")[1] for line in written.splitlines()[1:]]
-    bleu = sacrebleu.corpus_bleu(translations, [[french for _, french in pairs]], lowercase=True)
+    return [line.split("\t")[1] for line in written.splitlines()[1:]]
+
+
+def outside(models: list[str], pairs_file: Path, beam_size: int) -> None:
+    """Translate English sentences that are not in the corpus with each model's 60-minute
+    checkpoint and score them by sacreBLEU (case-insensitive) against one reference each."""
+    pairs = [line.split("\t") for line in pairs_file.read_text(encoding="utf-8").splitlines()]
+    english = WORK / "outside_english.txt"
+    english.parent.mkdir(parents=True, exist_ok=True)
+    english.write_text("".join(f"{source}\n" for source, _ in pairs), encoding="utf-8")
+    references = [[french for _, french in pairs]]
+    translations, scores = {}, []
+    for model in models:
+        checkpoint = WORK / model / "60min.ckpt"
+        translations[model] = translate_outside(model, str(checkpoint), english, beam_size)
+        bleu = sacrebleu.corpus_bleu(translations[model], references, lowercase=True)
+        scores.append(f"| `{model}` | `{checkpoint}` | **{bleu.score:.1f}** | {bleu} |")
     rows = [
-        f"| {source} | {french} | {translation} |"
-        for (source, french), translation in zip(pairs, translations, strict=True)
+        f"| {source} | {french} | " + " | ".join(translations[m][i] for m in models) + " |"
+        for i, (source, french) in enumerate(pairs)
     ]
     write_section(
         "translation_outside",
         "Translation of sentences from outside the corpus",
         f"""The {len(pairs)} English sentences of bench/outside_pairs.tsv, written for this check and
-none of them in fra.txt (compared lowercased), translated by `{model}` from `{checkpoint}`
-through `cli.py predict` with beam {beam_size}, scored by sacreBLEU's corpus BLEU,
-case-insensitive, against the one French reference written beside each (a translation with
-"tu" where the reference has "vous" counts as wrong words).
+none of them in fra.txt (compared lowercased), translated by each model's 60-minute checkpoint
+from the training benchmark above through `cli.py predict` with beam {beam_size}, scored by
+sacreBLEU's corpus BLEU, case-insensitive, against the one French reference written beside each
+(a translation with "tu" where the reference has "vous" counts as wrong words).
 
-sacreBLEU: **{bleu.score:.1f}** ({bleu})
+| model | checkpoint | sacreBLEU | details |
+|---|---|---|---|
+{chr(10).join(scores)}
 
-| English | reference | translation |
-|---|---|---|
+| English | reference | {" | ".join(f"`{m}`" for m in models)} |
+|---|---|{"---|" * len(models)}
 {chr(10).join(rows)}""",
     )
 
@@ -327,8 +339,9 @@ def main() -> None:
     overhead_parser.add_argument("--repeats", type=int, default=3)
     sub.add_parser("report", help="rewrite the section from saved results")
     outside_parser = sub.add_parser("outside", help="translate pairs from outside the corpus")
-    outside_parser.add_argument("--model", default="transformer")
-    outside_parser.add_argument("--checkpoint", help="default: the model's 60-minute checkpoint")
+    outside_parser.add_argument(
+        "--models", nargs="+", default=["transformer", "seq2seq_bahdanau", "seq2seq_gru"]
+    )
     outside_parser.add_argument("--pairs", type=Path, default=ROOT / "bench" / "outside_pairs.tsv")
     outside_parser.add_argument("--beam_size", type=int, default=4)
     args = parser.parse_args()
@@ -338,8 +351,7 @@ def main() -> None:
         overhead(args.steps, args.repeats)
         return
     if args.command == "outside":
-        checkpoint = args.checkpoint or str(WORK / args.model / "60min.ckpt")
-        outside(args.model, checkpoint, args.pairs, args.beam_size)
+        outside(args.models, args.pairs, args.beam_size)
         return
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.command == "train":
