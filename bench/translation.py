@@ -43,6 +43,7 @@ RESULTS = WORK / "results.json"
 # the script quickly).
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 SAMPLES = 5
+MODELS = ["transformer", "seq2seq_bahdanau", "seq2seq_gru"]
 
 
 def recipe(model: str) -> str:
@@ -320,6 +321,11 @@ Sample translations of test sentences:
     )
 
 
+def saved_results() -> dict[str, Any]:
+    """The results of every model trained so far from this directory, by model name."""
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -328,9 +334,7 @@ def main() -> None:
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     train_parser = sub.add_parser("train", help="train, test and record models")
-    train_parser.add_argument(
-        "--models", nargs="+", default=["transformer", "seq2seq_bahdanau", "seq2seq_gru"]
-    )
+    train_parser.add_argument("--models", nargs="+", default=MODELS)
     train_parser.add_argument("--minutes", type=float, default=60)
     train_parser.add_argument("--marks", type=float, nargs="+", default=[15, 30])
     train_parser.add_argument("--beam_size", type=int, default=4)
@@ -339,9 +343,7 @@ def main() -> None:
     overhead_parser.add_argument("--repeats", type=int, default=3)
     sub.add_parser("report", help="rewrite the section from saved results")
     outside_parser = sub.add_parser("outside", help="translate pairs from outside the corpus")
-    outside_parser.add_argument(
-        "--models", nargs="+", default=["transformer", "seq2seq_bahdanau", "seq2seq_gru"]
-    )
+    outside_parser.add_argument("--models", nargs="+", default=MODELS)
     outside_parser.add_argument("--pairs", type=Path, default=ROOT / "bench" / "outside_pairs.tsv")
     outside_parser.add_argument("--beam_size", type=int, default=4)
     args = parser.parse_args()
@@ -353,12 +355,15 @@ def main() -> None:
     if args.command == "outside":
         outside(args.models, args.pairs, args.beam_size)
         return
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.command == "train":
         for model in args.models:
-            results[model] = train(model, args.minutes, args.marks, args.beam_size)
-            RESULTS.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    report(results)
+            result = train(model, args.minutes, args.marks, args.beam_size)
+            # Read again just before writing: another model may have been trained beside this
+            # one in the same directory and saved its result meanwhile.
+            RESULTS.write_text(
+                json.dumps({**saved_results(), model: result}, indent=1, ensure_ascii=False)
+            )
+    report(saved_results())
 
 
 if __name__ == "__main__":
